@@ -1,0 +1,37 @@
+# `make run` and `make test` set everything up on a fresh machine (a .venv next to this file).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export FORCE_QWENVL_VIDEO_READER ?= decord
+export TOKENIZERS_PARALLELISM ?= false
+ART ?= artifacts
+
+.PHONY: install run test test-all data models clean
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+models: $(STAMP)
+	$(PY) scripts/make_tiny_models.py --out $(ART)/tiny
+
+data: $(STAMP)
+	$(PY) scripts/make_synthetic_data.py --out $(ART)/synthetic
+
+run: models data
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider --runslow
+
+clean:
+	rm -rf $(ART) runs

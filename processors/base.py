@@ -1,0 +1,155 @@
+"""The one interface every model family implements: a sample in, model inputs out.
+
+``encode_prompt(sample)`` renders the sample's chat with the model's own template and processor
+and returns :class:`PromptInputs` (prompt token ids, the per-sample visual tensors, and the raw
+images / frames a vLLM engine takes as ``multi_modal_data``). ``rollout_batch`` pads prompts on the
+left for ``generate``; ``training_batch`` appends response ids, pads on the right and adds the
+response mask. The visual tensors of a batch are the per-sample tensors concatenated in order,
+which is what the model's processor returns for the same batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from uniopd_mm.data import MissingTextView, PromptTooLong, Sample
+
+View = Literal["pixels", "text"]
+
+# per-sample visual tensors concatenated along dim 0 when batching
+CONCAT_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+VISION_PLACEHOLDERS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
+
+
+@dataclass
+class PromptInputs:
+    sample_id: str
+    prompt_ids: list[int]
+    text: str
+    features: dict[str, torch.Tensor] = field(default_factory=dict)  # visual tensors of this sample
+    token_type_ids: list[int] | None = None  # mm_token_type_ids of the prompt (VL models)
+    multi_modal_data: dict[str, list[Any]] = field(default_factory=dict)
+
+
+def text_view_messages(sample: Sample) -> list[dict]:
+    """The sample's messages with every image/video part replaced by its ``text_view``.
+
+    The text view describes all of the record's visuals, so it takes the place of the first
+    visual part and the others are dropped. Raises MissingTextView when the record has none.
+    """
+    has_visual = any(p["type"] in ("image", "video") for m in sample.messages for p in m["content"])
+    if not has_visual:
+        return sample.messages
+    if not sample.text_view:
+        raise sample.error(MissingTextView, "this model reads the text view, but the record has no 'text_view'")
+    out, placed = [], False
+    for m in sample.messages:
+        parts = []
+        for p in m["content"]:
+            if p["type"] in ("image", "video"):
+                if not placed:
+                    parts.append({"type": "text", "text": sample.text_view + "\n"})
+                    placed = True
+            else:
+                parts.append(p)
+        out.append({"role": m["role"], "content": parts})
+    return out
+
+
+class ModalityProcessor:
+    """Base class: subclasses implement :meth:`encode_prompt`."""
+
+    family: str = ""
+    is_multimodal: bool = False
+
+    def __init__(self, path: str, view: View = "pixels", options=None, chat_template_kwargs: dict | None = None):
+        self.path, self.view = str(path), view
+        self.options = options
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
+        self.max_prompt_tokens = getattr(options, "max_prompt_tokens", None)
+        self._load()
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    # -- what subclasses provide -------------------------------------------------------------
+    def encode_prompt(self, sample: Sample) -> PromptInputs:
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------------------------
+    @property
+    def pad_token_id(self) -> int:
+        tok = self.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        ids = {self.tokenizer.convert_tokens_to_ids("<|im_end|>"), self.tokenizer.eos_token_id}
+        unk = self.tokenizer.unk_token_id
+        return sorted(i for i in ids if i is not None and i != unk)
+
+    @property
+    def suppressed_token_ids(self) -> list[int]:
+        """Vision placeholder ids: never sampled, and masked alike in every log-prob (see README)."""
+        unk = self.tokenizer.unk_token_id
+        vocab = self.tokenizer.get_vocab()
+        return sorted(vocab[t] for t in VISION_PLACEHOLDERS if t in vocab and vocab[t] != unk)
+
+    def messages_for(self, sample: Sample) -> list[dict]:
+        return text_view_messages(sample) if (self.view == "text" or not self.is_multimodal) else sample.messages
+
+    def check_length(self, sample: Sample, n_tokens: int) -> None:
+        if self.max_prompt_tokens is not None and n_tokens > self.max_prompt_tokens:
+            raise sample.error(PromptTooLong, f"prompt has {n_tokens} tokens > max_prompt_tokens={self.max_prompt_tokens}")
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def rollout_batch(self, prompts: list[PromptInputs]) -> dict[str, torch.Tensor]:
+        """Left-padded prompts for ``model.generate``."""
+        return collate(prompts, None, self.pad_token_id, padding_side="left")
+
+    def training_batch(self, prompts: list[PromptInputs], responses: list[list[int]]) -> dict[str, torch.Tensor]:
+        """Prompt + response, right-padded, with ``response_mask`` (1 on response tokens)."""
+        return collate(prompts, responses, self.pad_token_id, padding_side="right")
+
+
+def collate(prompts: list[PromptInputs], responses: list[list[int]] | None, pad_id: int,
+            padding_side: Literal["left", "right"] = "right") -> dict[str, torch.Tensor]:
+    """Pads token sequences and concatenates the visual tensors of a batch, in sample order."""
+    if responses is not None and len(responses) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    seqs, resp_masks, types = [], [], []
+    for i, p in enumerate(prompts):
+        resp = list(responses[i]) if responses is not None else []
+        seqs.append(list(p.prompt_ids) + resp)
+        resp_masks.append([0] * len(p.prompt_ids) + [1] * len(resp))
+        tt = p.token_type_ids if p.token_type_ids is not None else [0] * len(p.prompt_ids)
+        types.append(list(tt) + [0] * len(resp))
+    width = max(len(s) for s in seqs)
+
+    def pad(rows, value):
+        out = torch.full((len(rows), width), value, dtype=torch.long)
+        for i, r in enumerate(rows):
+            if padding_side == "left":
+                out[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            else:
+                out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        return out
+
+    batch = {
+        "input_ids": pad(seqs, pad_id),
+        "attention_mask": pad([[1] * len(s) for s in seqs], 0),
+    }
+    if any(p.token_type_ids is not None for p in prompts):
+        batch["mm_token_type_ids"] = pad(types, 0)
+    if responses is not None:
+        batch["response_mask"] = pad(resp_masks, 0)
+    for key in CONCAT_KEYS:
+        parts = [p.features[key] for p in prompts if key in p.features]
+        if parts:
+            batch[key] = torch.cat(parts, dim=0)
+    return batch

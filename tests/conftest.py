@@ -1,0 +1,77 @@
+"""Session fixtures: tiny models and synthetic data built locally, once per test run.
+
+Markers: ``slow`` (skipped unless --runslow or UNIOPD_RUN_SLOW=1), ``gpu`` (skipped without CUDA),
+``vllm`` (skipped where vllm is not importable). Each skip says why.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    run_slow = config.getoption("--runslow") or os.environ.get("UNIOPD_RUN_SLOW") == "1"
+    has_cuda = False
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        pass
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(pytest.mark.skip(reason="slow: run with --runslow or UNIOPD_RUN_SLOW=1"))
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="gpu: no CUDA device on this machine"))
+        if "vllm" in item.keywords and not has_vllm:
+            item.add_marker(pytest.mark.skip(reason="vllm: not installed here (see `make test-vllm`)"))
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """Every tiny preset, built once (about 10 s)."""
+    from uniopd_mm.tiny import PRESET_GROUPS, make_tiny_models
+
+    out = tmp_path_factory.mktemp("tiny")
+    make_tiny_models(out, PRESET_GROUPS["all"], progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """A small synthetic dataset with every domain."""
+    from uniopd_mm.synthetic import SyntheticSpec, generate
+
+    out = tmp_path_factory.mktemp("synthetic")
+    generate(SyntheticSpec(n_train=48, n_test=12, levels=(1, 2)), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_samples(synth_dir):
+    from uniopd_mm.data import load_jsonl
+
+    return load_jsonl(synth_dir / "train.jsonl", strict=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_processor_options():
+    from uniopd_mm.config import ProcessorConfig
+
+    return ProcessorConfig(image_min_pixels=28 * 28, image_max_pixels=224 * 224,
+                           video_min_pixels=28 * 28, video_max_pixels=112 * 112, fps=2.0)

@@ -1,0 +1,140 @@
+"""Processors: our batches equal the official Qwen-VL recipe, and the tiny models run on them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from processors import make_processor
+from uniopd_mm.data import MissingTextView, Sample
+
+VL = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
+
+
+def _pick(samples, modality, n=2):
+    out = [s for s in samples if s.modality == modality][:n]
+    assert len(out) == n
+    return out
+
+
+def _official(family, path, samples, options, response_texts):
+    """The model-card recipe: qwen-vl-utils, then the processor on the whole batch."""
+    from qwen_vl_utils import process_vision_info
+    from transformers import AutoProcessor
+
+    proc = AutoProcessor.from_pretrained(path)
+    convs, texts = [], []
+    for s, resp in zip(samples, response_texts):
+        conv = []
+        for m in s.messages:
+            parts = []
+            for p in m["content"]:
+                if p["type"] == "image":
+                    p = {**p, "min_pixels": options.image_min_pixels, "max_pixels": options.image_max_pixels}
+                elif p["type"] == "video":
+                    p = {**p, "min_pixels": options.video_min_pixels, "max_pixels": options.video_max_pixels,
+                         "fps": options.fps}
+                parts.append(p)
+            conv.append({"role": m["role"], "content": parts})
+        convs.append(conv)
+        texts.append(proc.apply_chat_template(conv, tokenize=False, add_generation_prompt=True) + resp)
+    patch = 16 if family == "qwen3_vl" else 14
+    images, videos, vkw = process_vision_info(convs, return_video_kwargs=True, image_patch_size=patch,
+                                              return_video_metadata=family == "qwen3_vl")
+    kwargs = {}
+    if videos and family == "qwen3_vl":
+        videos, metas = map(list, zip(*videos))
+        kwargs = {"video_metadata": metas, **vkw}
+    elif videos:
+        kwargs = {"fps": vkw["fps"][0], "do_sample_frames": False}
+    proc.tokenizer.padding_side = "right"
+    return proc(text=texts, images=images, videos=videos, padding=True, do_resize=False, return_tensors="pt", **kwargs)
+
+
+@pytest.mark.parametrize("family", VL)
+@pytest.mark.parametrize("modality", ["image", "video"])
+def test_training_batch_equals_official_processor(tiny_dir, synth_samples, tiny_processor_options, family, modality):
+    path = tiny_dir / f"{family}-student"
+    samples = _pick(synth_samples, modality)
+    proc = make_processor(family, str(path), options=tiny_processor_options)
+    response_texts = ["red: 3, blue: 2, so 5<|im_end|>", "so left<|im_end|>"]
+    responses = [proc.tokenizer(t, add_special_tokens=False)["input_ids"] for t in response_texts]
+    ours = proc.training_batch([proc.encode_prompt(s) for s in samples], responses)
+    ref = _official(family, path, samples, tiny_processor_options, response_texts)
+    for key in ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw",
+                "pixel_values_videos", "video_grid_thw", "second_per_grid_ts"):
+        assert (key in ours) == (key in ref), key
+        if key in ref:
+            assert torch.equal(ours[key], ref[key]), key
+    # the response mask marks exactly the response tokens
+    for i, resp in enumerate(responses):
+        row = ours["input_ids"][i][ours["response_mask"][i].bool()].tolist()
+        assert row == resp
+    if modality == "video" and family == "qwen2_5_vl":
+        assert "second_per_grid_ts" in ours
+
+
+@pytest.mark.parametrize("family", VL)
+def test_forward_generate_backward(tiny_dir, synth_samples, tiny_processor_options, family):
+    from transformers import AutoModelForImageTextToText
+
+    path = tiny_dir / f"{family}-student"
+    proc = make_processor(family, str(path), options=tiny_processor_options)
+    samples = _pick(synth_samples, "image", 2) + _pick(synth_samples, "video", 1) + _pick(synth_samples, "text", 1)
+    prompts = [proc.encode_prompt(s) for s in samples]
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    gen = model.generate(**proc.rollout_batch(prompts), max_new_tokens=6, do_sample=True,
+                         suppress_tokens=proc.suppressed_token_ids, pad_token_id=proc.pad_token_id)
+    width = proc.rollout_batch(prompts)["input_ids"].shape[1]
+    responses = [row[width:].tolist() for row in gen]
+    assert all(len(r) == 6 for r in responses)
+    assert not set(sum(responses, [])) & set(proc.suppressed_token_ids)
+    batch = proc.training_batch(prompts, responses)
+    mask = batch.pop("response_mask")
+    logits = model(**batch).logits
+    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
+    loss = -(logp * mask[:, 1:]).sum() / mask.sum()
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+    assert model.model.visual.patch_embed.proj.weight.grad.abs().sum() > 0  # the vision tower learns too
+
+
+def test_text_view_for_text_model_and_vl_model(tiny_dir, synth_samples):
+    sample = _pick(synth_samples, "image", 1)[0]
+    text_proc = make_processor("text", str(tiny_dir / "qwen3-student"))
+    p = text_proc.encode_prompt(sample)
+    assert sample.text_view in p.text and "<|image_pad|>" not in p.text and p.features == {}
+    vl_as_text = make_processor("qwen2_vl", str(tiny_dir / "qwen2_vl-student"), view="text")
+    q = vl_as_text.encode_prompt(sample)
+    assert sample.text_view in q.text and "pixel_values" not in q.features
+    assert q.prompt_ids == p.prompt_ids  # same vocabulary, same template
+
+
+def test_missing_text_view_is_a_named_error(tiny_dir, synth_samples):
+    sample = _pick(synth_samples, "video", 1)[0]
+    bare = Sample(**{**sample.__dict__, "text_view": None})
+    proc = make_processor("text", str(tiny_dir / "qwen2-student"))
+    with pytest.raises(MissingTextView, match=sample.id):
+        proc.encode_prompt(bare)
+
+
+def test_text_family_on_text_records(tiny_dir, synth_samples):
+    sample = _pick(synth_samples, "text", 1)[0]
+    proc = make_processor("text", str(tiny_dir / "qwen2-student"))
+    p = proc.encode_prompt(sample)
+    expected = proc.tokenizer.apply_chat_template(
+        [{"role": "user", "content": sample.messages[0]["content"][0]["text"]}], tokenize=True,
+        add_generation_prompt=True, return_dict=True)["input_ids"]
+    assert p.prompt_ids == list(expected)
+    batch = proc.training_batch([p, p], [[5, 6], [7]])
+    assert batch["input_ids"].shape == (2, len(p.prompt_ids) + 2)
+    assert batch["response_mask"].sum().item() == 3 and "mm_token_type_ids" not in batch
+    left = proc.rollout_batch([p, proc.encode_prompt(_pick(synth_samples, "text", 2)[1])])
+    assert (left["attention_mask"][:, -1] == 1).all()  # left padding: the last column is real
+
+
+def test_unknown_family():
+    with pytest.raises(ValueError, match="unknown processor family"):
+        make_processor("llava", "/nowhere")

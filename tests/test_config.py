@@ -1,0 +1,69 @@
+"""Configuration: every shipped YAML loads; bad values and unknown keys fail naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from uniopd_mm.config import Config, load_config
+from uniopd_mm.config_base import ConfigError, describe, parse_overrides
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "scripts" / "configs").glob("*.yaml"))
+
+
+def test_there_are_shipped_configs():
+    assert len(CONFIGS) >= 4
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_yaml_loads(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config) and cfg.student.path and cfg.teacher.path
+
+
+def _tiny(overrides):
+    return load_config(CONFIGS[0], overrides)
+
+
+def test_dotted_overrides_apply():
+    cfg = _tiny(["student.processor.fps=1.5", "data.strict=true", "seed=7", "student.chat_template_kwargs={enable_thinking: false}"])
+    assert cfg.student.processor.fps == 1.5 and cfg.data.strict is True and cfg.seed == 7
+    assert cfg.student.chat_template_kwargs == {"enable_thinking": False}
+
+
+@pytest.mark.parametrize("override, message", [
+    (["student.processor.fps=abc"], "student.processor.fps: expected float"),
+    (["student.processor.fps=-1"], "student.processor.fps: must lie in"),
+    (["student.family=llava"], "student.family: must be one of"),
+    (["student.colour=red"], "unknown key student.colour"),
+    (["seed=1.5"], "seed: expected int"),
+    (["data.strict=maybe"], "data.strict: expected true/false"),
+    (["student.processor.image_min_pixels=100000", "student.processor.image_max_pixels=10"], "image_min_pixels: 100000 exceeds"),
+    (["teacher.family=text", "teacher.view=pixels"], "view: a text model cannot read pixels"),
+    (["oops"], "not of the form dotted.key=value"),
+])
+def test_bad_values_name_the_field(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        _tiny(override)
+
+
+def test_missing_required_field():
+    with pytest.raises(ConfigError, match="student: required field is missing"):
+        load_config(None, ["teacher.path=x", "teacher.family=text", "data.train_path=x"])
+
+
+def test_view_defaults_follow_family():
+    cfg = _tiny(["teacher.family=text"])
+    assert cfg.student.view == "pixels" and cfg.teacher.view == "text"
+
+
+def test_every_field_documents_itself():
+    rows = describe(Config)
+    assert len(rows) > 20
+    undocumented = [name for name, _, _, help_ in rows if not help_]
+    assert not undocumented
+
+
+def test_parse_overrides_nesting():
+    assert parse_overrides(["a.b.c=1", "a.b.d=[1, 2]", "e=inf"]) == {"a": {"b": {"c": 1, "d": [1, 2]}}, "e": "inf"}

@@ -1,0 +1,67 @@
+"""Import boundaries: the package imports without optional backends; backends are imported lazily."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIONAL = ("deepspeed", "vllm", "gradio")
+
+BLOCKER = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split('.')[0] in {blocked!r}:
+            raise ImportError('blocked for the test: ' + name)
+sys.meta_path.insert(0, Block())
+import uniopd_mm, uniopd_mm.config, uniopd_mm.data, uniopd_mm.synthetic, uniopd_mm.tiny, uniopd_mm.models
+import processors, processors.qwen2_vl, processors.qwen2_5_vl, processors.qwen3_vl, processors.text
+print('ok')
+"""
+
+
+def test_package_imports_without_optional_backends():
+    code = BLOCKER.format(blocked=set(OPTIONAL))
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith("ok")
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in tree.body:  # module level only: imports inside functions are lazy
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _all_imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_optional_backends_are_never_imported_at_module_top():
+    offenders = []
+    for folder in ("uniopd_mm", "processors", "scripts", "eval"):
+        for path in (ROOT / folder).rglob("*.py"):
+            bad = _top_level_imports(path) & set(OPTIONAL)
+            if bad:
+                offenders.append(f"{path.relative_to(ROOT)}: {sorted(bad)}")
+    assert not offenders
+
+
+def test_gradio_lives_only_in_demo():
+    offenders = [str(p.relative_to(ROOT)) for folder in ("uniopd_mm", "processors", "scripts", "eval")
+                 for p in (ROOT / folder).rglob("*.py") if "gradio" in _all_imports(p)]
+    assert not offenders

@@ -1,0 +1,297 @@
+"""The sample schema, a JSONL loader that never loses a bad record silently, and the rejects file.
+
+A record (one JSON object per line):
+
+    id          str | int, unique
+    messages    chat turns; content is a string or a list of parts
+                {"type": "text", "text": ...} | {"type": "image", "image": PATH} | {"type": "video", "video": PATH}
+                (PATH relative to the JSONL file, or absolute)
+      or the short form: prompt (str) + images (list of PATH) + videos (list of PATH)
+    answer      str | number, optional (no answer: verifiers say "unknown")
+    domain      str, optional (default "default"); picks the verifier
+    teacher     str, optional; routes the record to a named teacher
+    text_view   str, optional; a textual description of the record's images/videos
+    meta        dict, optional; carried through untouched
+
+Every problem raises a subclass of :class:`DataError` naming the file, the line and the record id.
+In lenient mode the loader writes the record to a :class:`RejectLog` and goes on; in strict mode it
+raises at the first bad record.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class DataError(ValueError):
+    """A bad record; ``str(err)`` names where it is."""
+
+    def __init__(self, reason: str, path: str | Path | None = None, line: int | None = None,
+                 record_id: str | None = None):
+        self.reason, self.path, self.line, self.record_id = reason, str(path) if path else None, line, record_id
+        where = ":".join(str(x) for x in (self.path, self.line) if x is not None)
+        rid = f" (record {record_id!r})" if record_id is not None else ""
+        super().__init__(f"{type(self).__name__}: {where}{rid}: {reason}" if where else f"{type(self).__name__}{rid}: {reason}")
+
+
+class MalformedJSON(DataError):
+    pass
+
+
+class MissingField(DataError):
+    pass
+
+
+class BadFieldType(DataError):
+    pass
+
+
+class MissingMedia(DataError):
+    pass
+
+
+class CorruptImage(DataError):
+    pass
+
+
+class UndecodableVideo(DataError):
+    pass
+
+
+class EmptyAnswer(DataError):
+    pass
+
+
+class MissingTextView(DataError):
+    pass
+
+
+class PromptTooLong(DataError):
+    pass
+
+
+@dataclass
+class Sample:
+    """One normalised record: ``messages`` in list-of-parts form with absolute media paths."""
+
+    id: str
+    messages: list[dict]
+    answer: str | None = None
+    domain: str = "default"
+    teacher: str | None = None
+    text_view: str | None = None
+    meta: dict = field(default_factory=dict)
+    source: str = ""  # "path:line", for error messages
+
+    @property
+    def images(self) -> list[str]:
+        return [p["image"] for m in self.messages for p in m["content"] if p["type"] == "image"]
+
+    @property
+    def videos(self) -> list[str]:
+        return [p["video"] for m in self.messages for p in m["content"] if p["type"] == "video"]
+
+    @property
+    def modality(self) -> str:
+        return "video" if self.videos else "image" if self.images else "text"
+
+    def location(self) -> tuple[str | None, int | None]:
+        if ":" in self.source:
+            path, line = self.source.rsplit(":", 1)
+            return path, int(line)
+        return (self.source or None), None
+
+    def error(self, cls: type[DataError], reason: str) -> DataError:
+        path, line = self.location()
+        return cls(reason, path, line, self.id)
+
+
+class RejectLog:
+    """Counts bad records by error type and appends each to a JSONL rejects file (thread-safe)."""
+
+    def __init__(self, path: str | Path | None):
+        self.path = Path(path) if path else None
+        self.counts: Counter = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, err: DataError, raw: Any = None) -> None:
+        entry = {
+            "error": type(err).__name__, "message": str(err), "path": err.path, "line": err.line,
+            "id": err.record_id,
+        }
+        if raw is not None:
+            entry["raw"] = raw if isinstance(raw, (dict, list)) else str(raw)[:2000]
+        with self._lock:
+            self.counts[type(err).__name__] += 1
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "a") as fh:
+                    fh.write(json.dumps(entry) + "\n")
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def metrics(self, prefix: str = "data/rejected") -> dict[str, float]:
+        out = {f"{prefix}": float(self.total)}
+        out.update({f"{prefix}_{k}": float(v) for k, v in sorted(self.counts.items())})
+        return out
+
+
+def _check_type(rec: dict, key: str, types: tuple, err: DataError) -> None:
+    if key in rec and rec[key] is not None and not isinstance(rec[key], types):
+        names = "/".join(t.__name__ for t in types)
+        raise err(f"field {key!r} must be {names}, got {type(rec[key]).__name__}")
+
+
+def _resolve(path: Any, base: Path, kind: str, mk) -> str:
+    if not isinstance(path, str) or not path:
+        raise mk(BadFieldType, f"{kind} path must be a non-empty string, got {path!r}")
+    p = Path(path[7:] if path.startswith("file://") else path)
+    if not p.is_absolute():
+        p = base / p
+    if not p.exists():
+        raise mk(MissingMedia, f"{kind} file not found: {p}")
+    return str(p)
+
+
+def _normalise_content(content: Any, base: Path, mk) -> list[dict]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise mk(BadFieldType, f"message content must be a string or a list of parts, got {type(content).__name__}")
+    parts = []
+    for part in content:
+        if not isinstance(part, dict):
+            raise mk(BadFieldType, f"content part must be an object, got {part!r}")
+        kind = part.get("type") or next((k for k in ("image", "video", "text") if k in part), None)
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise mk(BadFieldType, "text part needs a string 'text'")
+            parts.append({"type": "text", "text": part["text"]})
+        elif kind in ("image", "video"):
+            src = part.get(kind)
+            extra = {k: v for k, v in part.items() if k not in ("type", kind)}
+            parts.append({"type": kind, kind: _resolve(src, base, kind, mk), **extra})
+        else:
+            raise mk(BadFieldType, f"unknown content part type {kind!r} (expected text, image or video)")
+    return parts
+
+
+def parse_record(rec: Any, path: str | Path = "<memory>", line: int | None = None) -> Sample:
+    """Validates and normalises one decoded JSON record; raises a :class:`DataError`."""
+    path = Path(path)
+    rid = rec.get("id") if isinstance(rec, dict) else None
+
+    def mk(cls, reason):
+        return cls(reason, path, line, None if rid is None else str(rid))
+
+    if not isinstance(rec, dict):
+        raise mk(BadFieldType, f"a record must be a JSON object, got {type(rec).__name__}")
+    if rid is None:
+        raise mk(MissingField, "required field 'id' is missing")
+    _check_type(rec, "id", (str, int), lambda m: mk(BadFieldType, m))
+    for key, types in (("answer", (str, int, float)), ("domain", (str,)), ("teacher", (str,)),
+                       ("text_view", (str,)), ("meta", (dict,)), ("prompt", (str,)),
+                       ("images", (list,)), ("videos", (list,)), ("messages", (list,))):
+        _check_type(rec, key, types, lambda m: mk(BadFieldType, m))
+    base = path.parent
+    if rec.get("messages") is not None:
+        if rec.get("prompt") is not None:
+            raise mk(BadFieldType, "give either 'messages' or 'prompt', not both")
+        if not rec["messages"]:
+            raise mk(MissingField, "'messages' is empty")
+        messages = []
+        for m in rec["messages"]:
+            if not isinstance(m, dict) or "role" not in m or "content" not in m:
+                raise mk(BadFieldType, f"each message needs 'role' and 'content', got {m!r}"[:300])
+            if m["role"] not in ("system", "user", "assistant"):
+                raise mk(BadFieldType, f"unknown role {m['role']!r}")
+            messages.append({"role": m["role"], "content": _normalise_content(m["content"], base, mk)})
+    elif rec.get("prompt") is not None:
+        parts = [{"type": "image", "image": _resolve(p, base, "image", mk)} for p in rec.get("images") or []]
+        parts += [{"type": "video", "video": _resolve(p, base, "video", mk)} for p in rec.get("videos") or []]
+        parts.append({"type": "text", "text": rec["prompt"]})
+        messages = [{"role": "user", "content": parts}]
+    else:
+        raise mk(MissingField, "a record needs 'messages' or 'prompt'")
+    answer = rec.get("answer")
+    if answer is not None:
+        answer = str(answer)
+        if not answer.strip():
+            raise mk(EmptyAnswer, "'answer' is empty")
+    return Sample(
+        id=str(rid), messages=messages, answer=answer, domain=rec.get("domain") or "default",
+        teacher=rec.get("teacher"), text_view=rec.get("text_view"), meta=rec.get("meta") or {},
+        source=f"{path}:{line}" if line is not None else str(path),
+    )
+
+
+def check_media(sample: Sample) -> None:
+    """Decodes every image and opens every video of ``sample``; raises CorruptImage/UndecodableVideo."""
+    from PIL import Image
+
+    for p in sample.images:
+        try:
+            with Image.open(p) as im:
+                im.load()
+        except Exception as e:  # PIL raises several unrelated types
+            raise sample.error(CorruptImage, f"cannot decode image {p}: {e}") from None
+    for p in sample.videos:
+        check_video(p, sample)
+
+
+def check_video(path: str, sample: Sample | None = None) -> None:
+    try:
+        import decord
+
+        vr = decord.VideoReader(path, num_threads=1)
+        if len(vr) == 0:
+            raise ValueError("no frames")
+        vr.get_batch([0, len(vr) - 1])
+    except Exception as e:
+        reason = f"cannot decode video {path}: {str(e).splitlines()[0][:200]}"
+        raise (sample.error(UndecodableVideo, reason) if sample else UndecodableVideo(reason)) from None
+
+
+def load_jsonl(path: str | Path, strict: bool = False, rejects: RejectLog | None = None,
+               verify_media: bool = True, progress: bool = False) -> list[Sample]:
+    """Reads a JSONL file of the sample schema.
+
+    Lenient (default): a bad line is written to ``rejects`` (with its error and raw text) and
+    skipped. Strict: the first bad line raises its :class:`DataError`. Duplicate ids are errors.
+    """
+    from tqdm import tqdm
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data file not found: {path}")
+    rejects = rejects if rejects is not None else RejectLog(None)
+    samples, seen = [], set()
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for lineno, raw in enumerate(tqdm(fh, desc=f"load {path.name}", disable=not progress, unit="rec"), start=1):
+            if not raw.strip():
+                continue
+            try:
+                try:
+                    rec = json.loads(raw)
+                except json.JSONDecodeError as e:
+                    raise MalformedJSON(f"invalid JSON: {e.msg} at column {e.colno}", path, lineno) from None
+                sample = parse_record(rec, path, lineno)
+                if sample.id in seen:
+                    raise BadFieldType(f"duplicate id {sample.id!r}", path, lineno, sample.id)
+                if verify_media:
+                    check_media(sample)
+            except DataError as err:
+                if strict:
+                    raise
+                rejects.add(err, raw.rstrip("\n"))
+                continue
+            seen.add(sample.id)
+            samples.append(sample)
+    return samples
