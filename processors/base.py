@@ -3,8 +3,8 @@
 ``encode_prompt(sample)`` renders the sample's chat with the model's own template and processor
 and returns :class:`PromptInputs` (prompt token ids, the per-sample visual tensors, and the raw
 images / frames a vLLM engine takes as ``multi_modal_data``). ``rollout_batch`` pads prompts on the
-left for ``generate``; ``training_batch`` appends response ids, pads on the right and adds the
-response mask. The visual tensors of a batch are the per-sample tensors concatenated in order,
+left for ``generate``; ``training_batch`` appends the response ids (prompts padded on the left,
+responses on the right) and adds the response mask. The visual tensors of a batch are the per-sample tensors concatenated in order,
 which is what the model's processor returns for the same batch.
 """
 
@@ -105,6 +105,10 @@ class ModalityProcessor:
         if self.max_prompt_tokens is not None and n_tokens > self.max_prompt_tokens:
             raise sample.error(PromptTooLong, f"prompt has {n_tokens} tokens > max_prompt_tokens={self.max_prompt_tokens}")
 
+    def save_pretrained(self, directory) -> None:
+        """Writes the tokenizer / processor files next to an exported model."""
+        (getattr(self, "processor", None) or self.tokenizer).save_pretrained(directory)
+
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
@@ -113,43 +117,61 @@ class ModalityProcessor:
         return collate(prompts, None, self.pad_token_id, padding_side="left")
 
     def training_batch(self, prompts: list[PromptInputs], responses: list[list[int]]) -> dict[str, torch.Tensor]:
-        """Prompt + response, right-padded, with ``response_mask`` (1 on response tokens)."""
-        return collate(prompts, responses, self.pad_token_id, padding_side="right")
+        """Prompt (left-padded) + response (right-padded), with ``responses`` and ``response_mask`` [B, T]."""
+        return collate(prompts, responses, self.pad_token_id)
 
 
 def collate(prompts: list[PromptInputs], responses: list[list[int]] | None, pad_id: int,
-            padding_side: Literal["left", "right"] = "right") -> dict[str, torch.Tensor]:
-    """Pads token sequences and concatenates the visual tensors of a batch, in sample order."""
-    if responses is not None and len(responses) != len(prompts):
-        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    seqs, resp_masks, types = [], [], []
-    for i, p in enumerate(prompts):
-        resp = list(responses[i]) if responses is not None else []
-        seqs.append(list(p.prompt_ids) + resp)
-        resp_masks.append([0] * len(p.prompt_ids) + [1] * len(resp))
-        tt = p.token_type_ids if p.token_type_ids is not None else [0] * len(p.prompt_ids)
-        types.append(list(tt) + [0] * len(resp))
-    width = max(len(s) for s in seqs)
+            padding_side: Literal["left", "right"] = "left") -> dict[str, torch.Tensor]:
+    """Pads token sequences and concatenates the visual tensors of a batch, in sample order.
 
-    def pad(rows, value):
-        out = torch.full((len(rows), width), value, dtype=torch.long)
+    Without responses: prompts padded on ``padding_side`` (left for generate).
+    With responses (training layout): prompts padded on the left to width P, responses on the right
+    to width T, so every response starts at column P. Then the logits at columns P-1 .. P+T-2
+    predict the response tokens and ``logits_to_keep=T+1`` computes only those (plus one).
+    Adds ``responses`` [B, T] (pad-filled) and ``response_mask`` [B, T] (1 on response tokens).
+    """
+    n = len(prompts)
+    if responses is not None and len(responses) != n:
+        raise ValueError(f"{n} prompts but {len(responses)} responses")
+    ptypes = [list(p.token_type_ids) if p.token_type_ids is not None else [0] * len(p.prompt_ids) for p in prompts]
+    width_p = max(len(p.prompt_ids) for p in prompts)
+    left = padding_side == "left" or responses is not None
+
+    def pad_rows(rows, width, value, on_left):
+        out = torch.full((n, width), value, dtype=torch.long)
         for i, r in enumerate(rows):
-            if padding_side == "left":
-                out[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            else:
-                out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            if r:
+                if on_left:
+                    out[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+                else:
+                    out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         return out
 
-    batch = {
-        "input_ids": pad(seqs, pad_id),
-        "attention_mask": pad([[1] * len(s) for s in seqs], 0),
-    }
-    if any(p.token_type_ids is not None for p in prompts):
-        batch["mm_token_type_ids"] = pad(types, 0)
+    ids = pad_rows([p.prompt_ids for p in prompts], width_p, pad_id, left)
+    attn = pad_rows([[1] * len(p.prompt_ids) for p in prompts], width_p, 0, left)
+    types = pad_rows(ptypes, width_p, 0, left)
+    batch = {}
     if responses is not None:
-        batch["response_mask"] = pad(resp_masks, 0)
+        width_r = max(1, max(len(r) for r in responses))
+        resp = pad_rows([list(r) for r in responses], width_r, pad_id, False)
+        rmask = pad_rows([[1] * len(r) for r in responses], width_r, 0, False)
+        ids, attn = torch.cat([ids, resp], 1), torch.cat([attn, rmask], 1)
+        types = torch.cat([types, torch.zeros_like(resp)], 1)
+        batch["responses"], batch["response_mask"] = resp, rmask
+    batch["input_ids"], batch["attention_mask"] = ids, attn
+    if any(p.token_type_ids is not None for p in prompts):
+        batch["mm_token_type_ids"] = types
     for key in CONCAT_KEYS:
         parts = [p.features[key] for p in prompts if key in p.features]
         if parts:
             batch[key] = torch.cat(parts, dim=0)
     return batch
+
+
+MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids") + CONCAT_KEYS
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The keys of a collated batch that the model's forward takes."""
+    return {k: v for k, v in batch.items() if k in MODEL_INPUT_KEYS}

@@ -75,3 +75,24 @@ def tiny_processor_options():
 
     return ProcessorConfig(image_min_pixels=28 * 28, image_max_pixels=224 * 224,
                            video_min_pixels=28 * 28, video_max_pixels=112 * 112, fps=2.0)
+
+
+TINY_PIXELS = {"image_min_pixels": 784, "image_max_pixels": 50176, "video_min_pixels": 784,
+               "video_max_pixels": 12544, "fps": 2.0}
+
+
+def tiny_config(tiny_dir, data_dir, out_dir, student="qwen2_vl-student", teacher="qwen2_vl-teacher",
+                family="qwen2_vl", teacher_family=None, overrides=()):
+    """A Config on the tiny models and a synthetic dataset; a few fast defaults."""
+    from uniopd_mm.config import load_config
+
+    base = {
+        "name": "test", "output_dir": str(out_dir), "seed": 0,
+        "student": {"path": str(tiny_dir / student), "family": family, "processor": TINY_PIXELS},
+        "teacher": {"path": str(tiny_dir / teacher), "family": teacher_family or family, "processor": TINY_PIXELS},
+        "data": {"train_path": str(data_dir / "train.jsonl"), "test_path": str(data_dir / "test.jsonl")},
+        "rollout": {"n": 2, "max_new_tokens": 12},
+        "train": {"steps": 2, "prompts_per_step": 6, "micro_batch_size": 6, "lr": 1e-3, "warmup_steps": 0},
+        "logging": {"progress": False, "tensorboard": False},
+    }
+    return load_config(None, list(overrides), base=base)

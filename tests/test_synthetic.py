@@ -68,8 +68,9 @@ def _answer_from_pixels(rec, root) -> str:
             v for k, v in last.items() if v != (color, shape)), "only the named shape moves"
         return ("right" if c1 > c0 else "left") if r0 == r1 else ("down" if r1 > r0 else "up")
     scene = _decode_scene(np.asarray(Image.open(root / rec["messages"][0]["content"][0]["image"]).convert("RGB")), grid)
-    if m := re.match(r"What color is the shape at row (\d), column (\d)\?", q):
-        return scene[(int(m[1]), int(m[2]))][0]
+    if m := re.match(r"What color is the (\w+)\?", q):
+        (color,) = [v[0] for v in scene.values() if v[1] == m[1]]  # exactly one shape of that kind
+        return color
     if m := re.match(r"How many (\w+) and (\w+) shapes are there in total\?", q):
         return str(sum(v[0] in (m[1], m[2]) for v in scene.values()))
     if m := re.match(r"How many (\w+) shapes are there\?", q):

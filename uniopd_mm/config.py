@@ -63,13 +63,99 @@ class DataConfig:
 
 
 @dataclass(kw_only=True)
+class RolloutConfig:
+    backend: Literal["hf"] = cfg("hf", "rollout engine: hf (transformers generate on the training weights)")
+    n: int = cfg(4, "responses sampled per prompt (G)", range=(1, None))
+    temperature: float = cfg(1.0, "sampling temperature; log-probs everywhere use the same temperature", range=(1e-3, None))
+    top_p: float = cfg(1.0, "nucleus sampling mass", range=(1e-6, 1.0))
+    top_k: int = cfg(0, "top-k sampling (0: off)", range=(0, None))
+    max_new_tokens: int = cfg(64, "longest response", range=(1, None))
+    batch_size: int = cfg(64, "sequences per generate call", range=(1, None))
+
+
+@dataclass(kw_only=True)
+class AlgoConfig:
+    loss: Literal["pg", "forward_kl", "reverse_kl", "jsd"] = cfg(
+        "pg", "pg: clipped policy gradient on the sampled-token OPD reward (the paper); the others match "
+        "token distributions on the student's samples (GKD-style), over distill_support")
+    distill_support: Literal["full", "topk"] = cfg("full", "support of the distribution losses: the whole vocabulary, or the teacher's top-k")
+    topk: int = cfg(20, "teacher top-k for distill_support=topk", range=(1, None))
+    jsd_beta: float = cfg(0.5, "beta of the generalised JSD", range=(1e-6, 1 - 1e-6))
+    clip_low: float = cfg(0.2, "PPO ratio clip below 1", range=(0.0, 1.0))
+    clip_high: float = cfg(0.28, "PPO ratio clip above 1", range=(0.0, None))
+    aggregation: Literal["seq_mean_token_mean", "token_mean"] = cfg(
+        "seq_mean_token_mean", "token-mean per sequence then mean over sequences, or token-mean over the batch")
+    kl_coef: float = cfg(0.0, "KL-to-reference coefficient (0: no reference model is loaded)", range=(0.0, None))
+    kl_estimator: Literal["k1", "k3"] = cfg("k3", "per-token KL estimator for the reference penalty")
+    entropy_coef: float = cfg(0.0, "entropy bonus coefficient", range=(0.0, None))
+    logratio_threshold: float | None = cfg(10.0, "drop tokens with |log pi_theta - log pi_T| >= this (None: off)", range=(0.0, None))
+
+
+@dataclass(kw_only=True)
+class LoraConfig:
+    enabled: bool = cfg(False, "train LoRA adapters instead of all weights; merged into exported checkpoints")
+    r: int = cfg(8, "LoRA rank", range=(1, None))
+    alpha: int = cfg(16, "LoRA alpha", range=(1, None))
+    dropout: float = cfg(0.0, "LoRA dropout", range=(0.0, 1.0))
+    target_modules: list[str] = cfg(help="module names to adapt", factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    engine: Literal["torch", "deepspeed"] = cfg("torch", "training engine: plain torch (one process) or DeepSpeed")
+    steps: int = cfg(50, "optimiser steps (one per rollout batch)", range=(1, None))
+    prompts_per_step: int = cfg(16, "prompts per step across all ranks", range=(1, None))
+    micro_batch_size: int = cfg(16, "sequences per forward/backward", range=(1, None))
+    lr: float = cfg(1e-6, "AdamW learning rate (constant after warm-up)", range=(0.0, None))
+    warmup_steps: int = cfg(5, "linear warm-up steps", range=(0, None))
+    weight_decay: float = cfg(0.1, "AdamW weight decay", range=(0.0, None))
+    betas: list[float] = cfg(help="AdamW betas", factory=lambda: [0.9, 0.98])
+    grad_clip: float | None = cfg(1.0, "max gradient norm (None: no clipping)", range=(0.0, None))
+    vision_lr_scale: float = cfg(1.0, "learning-rate multiplier of the vision tower (0: frozen)", range=(0.0, None))
+    zero_stage: int = cfg(3, "DeepSpeed ZeRO stage", range=(0, 3))
+    precision: Literal["fp32", "bf16"] = cfg("fp32", "DeepSpeed training precision")
+    cpu_offload: bool = cfg(False, "DeepSpeed ZeRO optimizer/parameter offload to CPU")
+    gradient_checkpointing: bool = cfg(False, "recompute activations in backward")
+    logprob_chunk: int = cfg(1024, "rows of [B*T, V] upcast to float32 at a time in log-prob computations", range=(1, None))
+    lora: LoraConfig = cfg(help="LoRA adapters", factory=LoraConfig)
+    save_every: int = cfg(0, "checkpoint every N steps (0: only at the end)", range=(0, None))
+    keep_last: int = cfg(2, "checkpoints kept", range=(1, None))
+    resume: bool = cfg(True, "resume from the latest complete checkpoint in output_dir")
+    eval_every: int = cfg(0, "greedy evaluation on data.test_path every N steps (0: off)", range=(0, None))
+    eval_samples: int | None = cfg(None, "evaluate on the first N test records (None: all)", range=(1, None))
+    prompt_cache: int = cfg(4096, "encoded prompts kept in memory (images are decoded once)", range=(0, None))
+
+    def __post_init__(self):
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"betas: need two values in [0, 1), got {self.betas}")
+
+
+@dataclass(kw_only=True)
+class SFTConfig:
+    target: str = cfg("meta.solution", "dotted path of the target text in a record (a final assistant turn wins)")
+
+
+@dataclass(kw_only=True)
+class LoggingConfig:
+    tensorboard: bool = cfg(True, "write TensorBoard event files under <output_dir>/tb")
+    wandb: bool = cfg(False, "log to Weights & Biases when it is installed")
+    wandb_project: str = cfg("uniopd_mm", "Weights & Biases project")
+    progress: bool = cfg(True, "show tqdm progress bars")
+
+
+@dataclass(kw_only=True)
 class Config:
     name: str = cfg("run", "experiment name; outputs go to <output_dir>")
     output_dir: str = cfg("runs/run", "where logs, checkpoints and the rejects file are written")
     seed: int = cfg(0, "global random seed", range=(0, None))
     student: ModelConfig = cfg(help="the student model (trained)")
-    teacher: ModelConfig = cfg(help="the teacher model (frozen)")
+    teacher: ModelConfig | None = cfg(None, "the teacher model (frozen); required for distillation")
     data: DataConfig = cfg(help="datasets and bad-input policy")
+    rollout: RolloutConfig = cfg(help="student sampling", factory=RolloutConfig)
+    algo: AlgoConfig = cfg(help="rewards, masks and the loss", factory=AlgoConfig)
+    train: TrainConfig = cfg(help="optimisation, engine and checkpoints", factory=TrainConfig)
+    logging: LoggingConfig = cfg(help="metrics sinks", factory=LoggingConfig)
+    sft: SFTConfig = cfg(help="supervised fine-tuning (scripts/sft.py)", factory=SFTConfig)
 
     @property
     def rejects_path(self) -> Path:

@@ -30,7 +30,9 @@ def cfg(default: Any = dataclasses.MISSING, help: str = "", choices=None, range=
 
 
 def _type_name(tp) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    if get_origin(tp) is not None:
+        return str(tp).replace("typing.", "")
+    return getattr(tp, "__name__", None) or str(tp)
 
 
 def _coerce(value: Any, tp: Any, name: str) -> Any:
@@ -42,6 +44,9 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        non_none = [a for a in args if a is not type(None)]
+        if len(non_none) == 1:  # Optional[X]: X's own error names the exact field
+            return _coerce(value, non_none[0], name)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -82,8 +87,12 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, str) and value.lower() in ("inf", "+inf", ".inf"):
-            return float("inf")
+        if isinstance(value, str):
+            # NOTE: PyYAML reads "5e-2" (no dot) as a string; accept any numeric spelling.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{name}: expected float, got {value!r}")
     if tp is str:
         if isinstance(value, str):

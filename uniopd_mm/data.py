@@ -295,3 +295,43 @@ def load_jsonl(path: str | Path, strict: bool = False, rejects: RejectLog | None
             seen.add(sample.id)
             samples.append(sample)
     return samples
+
+
+class PromptSampler:
+    """Deterministic prompt order: a fresh seeded permutation each epoch, resumable from its state.
+
+    ``next(k)`` returns the next k indices (crossing into the next epoch when needed); ``state()``
+    and ``load_state()`` let a resumed run see exactly the prompts an uninterrupted run would.
+    """
+
+    def __init__(self, n: int, seed: int = 0):
+        if n <= 0:
+            raise ValueError("no training records left to sample from")
+        self.n, self.seed, self.epoch, self.pos = n, seed, 0, 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> list[int]:
+        import numpy as np
+
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n).tolist()
+
+    def next(self, k: int) -> list[int]:
+        out = []
+        while len(out) < k:
+            if self.pos >= self.n:
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._order = self._permutation(self.epoch)
+            take = min(k - len(out), self.n - self.pos)
+            out += self._order[self.pos:self.pos + take]
+            self.pos += take
+        return out
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos, "n": self.n, "seed": self.seed}
+
+    def load_state(self, state: dict) -> None:
+        if state["n"] != self.n or state["seed"] != self.seed:
+            raise ValueError(f"checkpoint sampler was built for {state['n']} records / seed {state['seed']}, "
+                             f"this run has {self.n} / {self.seed}: the data changed")
+        self.epoch, self.pos = state["epoch"], state["pos"]
+        self._order = self._permutation(self.epoch)

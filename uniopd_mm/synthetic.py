@@ -38,8 +38,8 @@ TEXT_DOMAINS = ("text-arith",)
 ALL_DOMAINS = IMAGE_DOMAINS + VIDEO_DOMAINS + TEXT_DOMAINS
 
 # difficulty level -> (grid size, min objects, max objects); text: number of operands
-LEVELS = {1: (3, 2, 3), 2: (3, 3, 5), 3: (4, 4, 7)}
-TEXT_OPERANDS = {1: 2, 2: 3, 3: 4}
+LEVELS = {0: (3, 1, 1), 1: (3, 2, 3), 2: (3, 3, 5), 3: (4, 4, 7)}
+TEXT_OPERANDS = {0: 2, 1: 2, 2: 3, 3: 4}
 
 
 @dataclass
@@ -62,6 +62,8 @@ class SyntheticSpec:
             raise ValueError(f"unknown difficulty level(s) {bad}; known: {sorted(LEVELS)}")
         if self.video_frames < 2 or self.video_frames % 2:
             raise ValueError("video_frames must be an even number >= 2 (Qwen-VL temporal patches are 2 frames)")
+        if "shapes-position" in self.domains and 0 in self.levels:
+            raise ValueError("shapes-position needs two shapes: use levels >= 1 with it")
         if self.cell < 8:
             raise ValueError("cell must be >= 8 pixels")
 
@@ -129,19 +131,20 @@ def render_scene(scene: Scene, cell: int, positions: dict[int, tuple[float, floa
 
 
 def _count_answer(scene: Scene, color: str) -> tuple[str, str]:
-    hits = sorted((o.row, o.col) for o in scene.objects if o.color == color)
-    n = len(hits)
-    where = " ".join(f"({r},{c})" for r, c in hits) if hits else "none"
-    return f"{color} at {where}, so {n}", str(n)
+    """Lists the shapes of ``color`` in reading order (row by row), then counts them."""
+    hits = [o.shape for o in sorted(scene.objects, key=lambda o: (o.row, o.col)) if o.color == color]
+    return f"{color}: {' '.join(hits) if hits else 'none'}, so {len(hits)}", str(len(hits))
 
 
 def _image_question(rng: np.random.Generator, domain: str, scene: Scene) -> tuple[str, str, str]:
     """(question, full solution, final answer) for an image domain."""
     objs = scene.objects
     if domain == "shapes-color":
-        o = objs[int(rng.integers(len(objs)))]
-        q = f"What color is the shape at row {o.row}, column {o.col}?"
-        return q, f"row {o.row} column {o.col}: {o.name}, so {o.color}", o.color
+        # the caller guarantees at least one shape kind that occurs once
+        kinds = [k for k in SHAPES if sum(o.shape == k for o in objs) == 1]
+        kind = kinds[int(rng.integers(len(kinds)))]
+        o = next(o for o in objs if o.shape == kind)
+        return f"What color is the {kind}?", f"{kind}: {o.color}, so {o.color}", o.color
     if domain == "shapes-count":
         color = list(COLORS)[int(rng.integers(len(COLORS)))]
         q = f"How many {color} shapes are there?"
@@ -254,7 +257,8 @@ def make_record(rng: np.random.Generator, domain: str, level: int, idx: str, out
     rec = {"id": idx, "domain": domain, "meta": {"difficulty": level}}
     if domain in IMAGE_DOMAINS:
         scene = _sample_scene(rng, level)
-        while domain == "shapes-position" and len({o.col for o in scene.objects}) < 2:
+        while (domain == "shapes-position" and len({o.col for o in scene.objects}) < 2) or (
+                domain == "shapes-color" and not any(sum(o.shape == k for o in scene.objects) == 1 for k in SHAPES)):
             scene = _sample_scene(rng, level)
         q, sol, ans = _image_question(rng, domain, scene)
         rel = f"images/{idx}.png"
@@ -350,7 +354,7 @@ def check_answer(response: str, answer: str) -> bool | None:
 def text_corpus(n: int = 3000, seed: int = 12345) -> list[str]:
     """Questions, solutions and text views of ``n`` unrendered records: a tokenizer training corpus."""
     rng = np.random.default_rng(seed)
-    spec = SyntheticSpec(levels=tuple(LEVELS))
+    spec = SyntheticSpec(levels=(1, 2, 3))
     texts = []
     for i in range(n):
         domain = ALL_DOMAINS[i % len(ALL_DOMAINS)]

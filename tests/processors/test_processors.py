@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from processors import make_processor
+from processors import make_processor, model_inputs
 from uniopd_mm.data import MissingTextView, Sample
 
 VL = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
@@ -61,15 +61,19 @@ def test_training_batch_equals_official_processor(tiny_dir, synth_samples, tiny_
     responses = [proc.tokenizer(t, add_special_tokens=False)["input_ids"] for t in response_texts]
     ours = proc.training_batch([proc.encode_prompt(s) for s in samples], responses)
     ref = _official(family, path, samples, tiny_processor_options, response_texts)
-    for key in ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw",
-                "pixel_values_videos", "video_grid_thw", "second_per_grid_ts"):
+    for key in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts"):
         assert (key in ours) == (key in ref), key
         if key in ref:
             assert torch.equal(ours[key], ref[key]), key
-    # the response mask marks exactly the response tokens
+    # token rows equal once padding is removed (our layout pads prompts left, responses right)
     for i, resp in enumerate(responses):
-        row = ours["input_ids"][i][ours["response_mask"][i].bool()].tolist()
-        assert row == resp
+        keep, keep_ref = ours["attention_mask"][i].bool(), ref["attention_mask"][i].bool()
+        for key in ("input_ids", "mm_token_type_ids"):
+            assert ours[key][i][keep].tolist() == ref[key][i][keep_ref].tolist(), key
+        # every response starts at the same column and the mask marks exactly its tokens
+        width_p = ours["input_ids"].shape[1] - ours["responses"].shape[1]
+        assert ours["input_ids"][i, width_p:width_p + len(resp)].tolist() == resp
+        assert ours["responses"][i][ours["response_mask"][i].bool()].tolist() == resp
     if modality == "video" and family == "qwen2_5_vl":
         assert "second_per_grid_ts" in ours
 
@@ -90,10 +94,12 @@ def test_forward_generate_backward(tiny_dir, synth_samples, tiny_processor_optio
     assert all(len(r) == 6 for r in responses)
     assert not set(sum(responses, [])) & set(proc.suppressed_token_ids)
     batch = proc.training_batch(prompts, responses)
-    mask = batch.pop("response_mask")
-    logits = model(**batch).logits
-    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
-    loss = -(logp * mask[:, 1:]).sum() / mask.sum()
+    mask, resp = batch["response_mask"], batch["responses"]
+    logits = model(**model_inputs(batch), logits_to_keep=resp.shape[1] + 1).logits[:, :-1]
+    full = model(**model_inputs(batch)).logits[:, -resp.shape[1] - 1:-1]
+    assert torch.allclose(logits, full, atol=1e-5)  # the training layout's response columns
+    logp = torch.log_softmax(logits.float(), -1).gather(-1, resp[..., None])[..., 0]
+    loss = -(logp * mask).sum() / mask.sum()
     loss.backward()
     assert torch.isfinite(loss)
     grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -130,6 +136,7 @@ def test_text_family_on_text_records(tiny_dir, synth_samples):
     assert p.prompt_ids == list(expected)
     batch = proc.training_batch([p, p], [[5, 6], [7]])
     assert batch["input_ids"].shape == (2, len(p.prompt_ids) + 2)
+    assert batch["responses"].tolist() == [[5, 6], [7, proc.pad_token_id]]
     assert batch["response_mask"].sum().item() == 3 and "mm_token_type_ids" not in batch
     left = proc.rollout_batch([p, proc.encode_prompt(_pick(synth_samples, "text", 2)[1])])
     assert (left["attention_mask"][:, -1] == 1).all()  # left padding: the last column is real

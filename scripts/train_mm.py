@@ -1,0 +1,48 @@
+"""Uni-OPD / OPD training: the student samples, the teacher scores, a clipped update learns.
+
+    deepspeed scripts/train_mm.py --config scripts/configs/tiny_qwen2_vl.yaml [dotted.key=value ...]
+    deepspeed --num_gpus 2 scripts/train_mm.py --config ... train.engine=deepspeed   # 2 processes (CPU too)
+    python scripts/train_mm.py --config scripts/configs/tiny_qwen2_vl.yaml train.engine=torch
+
+Under the deepspeed launcher the engine is DeepSpeed whatever the config says (ZeRO stage from
+train.zero_stage). Outputs: <output_dir>/metrics.jsonl, tb/, checkpoints/step_*/hf (the student
+in Hugging Face format), rejects.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by the deepspeed launcher
+    ap.add_argument("overrides", nargs="*", help="dotted.key=value")
+    args = ap.parse_args(argv)
+    from uniopd_mm.config import load_config
+    from uniopd_mm.trainer import Trainer
+
+    overrides = list(args.overrides)
+    launched = args.local_rank is not None or "LOCAL_RANK" in os.environ
+    if launched and not any(o.startswith("train.engine=") for o in overrides):
+        overrides.append("train.engine=deepspeed")
+    cfg = load_config(args.config, overrides)
+    trainer = Trainer(cfg)
+    result = trainer.train()
+    if trainer.is_main:
+        keys = [k for k in result if k.startswith(("eval/", "opd/reverse_kl", "reward/")) or k == "checkpoint"]
+        print(json.dumps({k: result[k] for k in keys}, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""The OPD trainer end to end on tiny models: image and video prompts, checkpoints, resume, LoRA."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from uniopd_mm.metrics import read_metrics
+from uniopd_mm.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _logits(model, proc, samples):
+    batch = proc.rollout_batch([proc.encode_prompt(s) for s in samples])
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def test_two_steps_with_image_and_video_prompts(tiny_dir, synth_dir, synth_samples, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    cfg = tiny_config(tiny_dir, synth_dir, tmp_path / "run", overrides=["train.prompts_per_step=12"])
+    trainer = Trainer(cfg)
+    before = {k: v.clone() for k, v in trainer.engine.module.state_dict().items()}
+    result = trainer.train()
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        assert all(r[k] is not None for k in ("train/loss", "train/grad_norm", "opd/reverse_kl"))
+        assert r["train/skipped"] == 0.0 and r["teacher/failed"] == 0.0
+        for stage in ("rollout", "verify", "old_logprobs", "teacher", "advantages", "update", "sync"):
+            assert r[f"time/{stage}"] >= 0.0
+    # the step's prompts covered images and videos
+    ids = {i for step in trainer.seen_ids for i in step}
+    by_id = {json.loads(line)["id"]: json.loads(line) for line in open(synth_dir / "train.jsonl")}
+    modalities = {("video" if "video" in str(by_id[i]["messages"]) else "image" if "image" in str(by_id[i]["messages"]) else "text")
+                  for i in ids}
+    assert {"image", "video"} <= modalities
+    after = trainer.engine.module.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    # the exported checkpoint reloads with identical logits
+    hf = Path(result["checkpoint"]) / "hf"
+    reloaded = AutoModelForImageTextToText.from_pretrained(hf).eval()
+    samples = [s for s in synth_samples if s.modality == "video"][:1] + [s for s in synth_samples if s.modality == "image"][:2]
+    trainer.engine.module.eval()
+    assert torch.equal(_logits(reloaded, trainer.student_proc, samples), _logits(trainer.engine.module, trainer.student_proc, samples))
+    assert (hf / "preprocessor_config.json").exists() or (hf / "processor_config.json").exists()
+
+
+def test_resume_sees_the_same_prompts_and_weights(tiny_dir, synth_dir, tmp_path):
+    full = Trainer(tiny_config(tiny_dir, synth_dir, tmp_path / "a", overrides=["train.steps=4", "train.save_every=2"]))
+    full.train()
+    part = Trainer(tiny_config(tiny_dir, synth_dir, tmp_path / "b", overrides=["train.steps=2"]))
+    part.train()
+    resumed = Trainer(tiny_config(tiny_dir, synth_dir, tmp_path / "b", overrides=["train.steps=4", "train.save_every=2"]))
+    assert resumed.step == 2
+    resumed.train()
+    assert resumed.seen_ids == full.seen_ids and len(full.seen_ids) == 4
+    a, b = full.engine.module.state_dict(), resumed.engine.module.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    state = json.loads((tmp_path / "b" / "checkpoints" / "step_000004" / "trainer_state.json").read_text())
+    assert state["seen_ids"] == full.seen_ids
+    assert [r["step"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
+def test_half_written_checkpoint_is_never_loaded(tiny_dir, synth_dir, tmp_path):
+    Trainer(tiny_config(tiny_dir, synth_dir, tmp_path / "c", overrides=["train.steps=1"])).train()
+    root = tmp_path / "c" / "checkpoints"
+    (root / ".tmp-step_000009").mkdir()
+    (root / "step_000007").mkdir()  # no COMPLETE marker
+    t = Trainer(tiny_config(tiny_dir, synth_dir, tmp_path / "c", overrides=["train.steps=2"]))
+    assert t.step == 1
+
+
+def test_lora_trains_adapters_and_exports_merged(tiny_dir, synth_dir, synth_samples, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    cfg = tiny_config(tiny_dir, synth_dir, tmp_path / "lora", overrides=["train.steps=1", "train.lora.enabled=true",
+                                                                        "train.lr=5e-2"])
+    trainer = Trainer(cfg)
+    trainable = [n for n, p in trainer.engine.module.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    result = trainer.train()
+    merged = AutoModelForImageTextToText.from_pretrained(Path(result["checkpoint"]) / "hf").eval()
+    assert not any("lora" in k for k in merged.state_dict())
+    samples = [s for s in synth_samples if s.modality == "image"][:2]
+    trainer.engine.module.eval()
+    ours = _logits(trainer.engine.module, trainer.student_proc, samples)
+    base = AutoModelForImageTextToText.from_pretrained(tiny_dir / "qwen2_vl-student").eval()
+    assert torch.allclose(_logits(merged, trainer.student_proc, samples), ours, atol=1e-5)
+    assert not torch.allclose(_logits(base, trainer.student_proc, samples), ours, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["reverse_kl", "jsd"])
+def test_distribution_losses_run(tiny_dir, synth_dir, tmp_path, loss):
+    support = "full" if loss == "reverse_kl" else "topk"
+    cfg = tiny_config(tiny_dir, synth_dir, tmp_path / loss, overrides=[
+        "train.steps=1", f"algo.loss={loss}", f"algo.distill_support={support}", "algo.topk=8", "algo.kl_coef=0.1",
+        "algo.entropy_coef=0.01"])
+    result = Trainer(cfg).train()
+    rows = read_metrics(tmp_path / loss / "metrics.jsonl")
+    assert rows[0]["train/loss"] is not None and rows[0]["train/grad_norm"] > 0
+    assert "checkpoint" in result
+
+
+def test_two_process_deepspeed_zero3(tiny_dir, synth_dir, tmp_path):
+    """`deepspeed --num_gpus 2 scripts/train_mm.py` on the CPU: ZeRO-3, gloo, prompts sharded."""
+    out = tmp_path / "ds"
+    cfg = tmp_path / "cfg.yaml"
+    import yaml
+
+    c = tiny_config(tiny_dir, synth_dir, out)
+    from dataclasses import asdict
+
+    d = asdict(c)
+    d["train"].update(engine="deepspeed", zero_stage=3, steps=2, save_every=0)
+    cfg.write_text(yaml.safe_dump(d))
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", "29617",
+           str(ROOT / "scripts" / "train_mm.py"), "--config", str(cfg)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["train/grad_norm"] is not None and r["train/grad_norm"] > 0 for r in rows)
+    assert all(r["teacher/failed"] == 0.0 for r in rows)
+    state = json.loads((out / "checkpoints" / "step_000002" / "trainer_state.json").read_text())
+    assert state["world_size"] == 2
+    assert (out / "checkpoints" / "step_000002" / "hf" / "config.json").exists()

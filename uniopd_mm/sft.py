@@ -1,0 +1,113 @@
+"""Supervised fine-tuning on records of the sample schema, with the same engines and processors.
+
+Used to make teachers (and weak students) from the tiny models and the synthetic task. The target
+is the record's final assistant turn when it has one, else the text at ``sft.target``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from .algo.loss import aggregate
+from .config import Config
+from .data import DataError, PromptSampler, RejectLog, Sample, load_jsonl
+from .evaluate import evaluate
+from .metrics import MetricsLogger
+from .models import load_model, load_processor, response_logprobs
+from .rollout import make_rollout_engine
+from .training import make_training_engine
+
+
+def target_text(sample: Sample, path: str) -> tuple[Sample, str]:
+    """(the sample as a prompt, the target); a final assistant turn is split off as the target."""
+    last = sample.messages[-1]
+    if last["role"] == "assistant":
+        text = "".join(p.get("text", "") for p in last["content"])
+        return Sample(**{**sample.__dict__, "messages": sample.messages[:-1]}), text
+    node = sample.__dict__
+    for key in path.split("."):
+        node = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(node, str) or not node:
+        raise sample.error(DataError, f"no SFT target at {path!r} and no final assistant turn")
+    return sample, node
+
+
+def run_sft(cfg: Config) -> dict:
+    out = Path(cfg.output_dir)
+    engine = make_training_engine(cfg.train.engine, model_loader=lambda: load_model(cfg.student), train_cfg=cfg.train)
+    main = engine.rank == 0
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    proc = load_processor(cfg.student)
+    rejects = RejectLog(cfg.rejects_path if main else None)
+    samples = load_jsonl(cfg.data.train_path, cfg.data.strict, rejects, cfg.data.verify_media)
+    eos = proc.eos_token_ids[0]
+    examples = []
+    for s in samples:
+        try:
+            prompt_sample, text = target_text(s, cfg.sft.target)
+            ids = proc.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]
+            examples.append((prompt_sample, ids))
+        except DataError as err:
+            if cfg.data.strict:
+                raise
+            rejects.add(err)
+    cache: dict = {}
+    sampler = PromptSampler(len(examples), cfg.seed)
+    logger = MetricsLogger(out, cfg.logging.tensorboard, False) if main else None
+    if logger is not None:
+        logger.truncate_after(0)
+    rollout = make_rollout_engine("hf", model=engine.module, processor=proc, batch_size=cfg.rollout.batch_size)
+    tests = load_jsonl(cfg.data.test_path, verify_media=cfg.data.verify_media)[: cfg.train.eval_samples] \
+        if cfg.data.test_path and cfg.train.eval_every else []
+    from tqdm import tqdm
+
+    t0 = time.time()
+    metrics: dict = {}
+    for step in tqdm(range(1, cfg.train.steps + 1), desc="sft", disable=not (main and cfg.logging.progress)):
+        idx = sampler.next(cfg.train.prompts_per_step)[engine.rank::engine.world_size]
+        prompts, targets = [], []
+        for i in idx:
+            s, ids = examples[i]
+            try:
+                if s.id not in cache:
+                    cache[s.id] = proc.encode_prompt(s)
+                prompts.append(cache[s.id])
+                targets.append(ids)
+            except DataError as err:
+                rejects.add(err)
+        mbs = cfg.train.micro_batch_size
+        chunks = [list(range(k, min(k + mbs, len(prompts)))) for k in range(0, len(prompts), mbs)]
+        n_tok = engine.all_reduce(torch.tensor([float(sum(len(t) for t in targets))])).item()
+
+        def nll(model, rows):
+            batch = proc.training_batch([prompts[r] for r in rows], [targets[r] for r in rows])
+            lp = response_logprobs(model, batch, proc.suppressed_token_ids, 1.0, cfg.train.logprob_chunk)["logprobs"]
+            return aggregate(-lp, batch["response_mask"], "token_mean", n_tok / engine.world_size), {}
+
+        metrics = engine.train_step(chunks, nll)
+        if cfg.train.eval_every and step % cfg.train.eval_every == 0 and tests:
+            with engine.rollout_context():
+                metrics.update(evaluate(rollout, proc, tests, cfg.rollout.max_new_tokens, engine.all_reduce,
+                                        engine.rank, engine.world_size))
+        metrics["time/elapsed"] = time.time() - t0
+        if logger is not None:
+            logger.log(step, metrics)
+    final, tmp = out / "final", out / ".tmp-final"
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    engine.barrier()
+    engine.export_hf(tmp, proc)
+    if main:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        if logger is not None:
+            logger.close()
+    engine.barrier()
+    metrics["final"] = str(final)
+    return metrics

@@ -1,0 +1,25 @@
+"""The teacher interface: score the student's response tokens under the teacher's own prompt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class TeacherScores:
+    logprobs: torch.Tensor                    # [B, T] log pi_T of the response tokens (0 where padded or failed)
+    failed: torch.Tensor                      # [B] bool: scoring failed; the sample is masked whole
+    reasons: list[str | None] = field(default_factory=list)  # why each failed sample failed
+    topk_ids: torch.Tensor | None = None      # [B, T, K] the teacher's top-k tokens
+    topk_logprobs: torch.Tensor | None = None  # [B, T, K] their log-probs
+    full_logprobs: torch.Tensor | None = None  # [B, T, V] when requested (local teachers)
+
+
+class TeacherScorer:
+    name: str = "teacher"
+
+    def score(self, samples, responses: list[list[int]], topk: int = 0, full: bool = False) -> TeacherScores:
+        """``samples[i]`` is the record behind ``responses[i]`` (token ids in the student's vocabulary)."""
+        raise NotImplementedError

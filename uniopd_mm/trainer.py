@@ -1,0 +1,370 @@
+"""The on-policy distillation trainer: one step is seven named, timed stages.
+
+    1. rollout         the student samples G responses per prompt
+    2. verify          outcome verifiers mark each response correct / incorrect / unknown
+    3. old logprobs    the training engine recomputes the student's token log-probs
+    4. teacher scores  the teacher scores the same tokens under its own prompt
+    5. advantages      r_t, masks (algo/)
+    6. update          micro-batches: forward, loss (algo/), backward, one optimiser step
+    7. sync            push the new weights to the rollout engine (a no-op for HF rollouts)
+
+Prompts are drawn by a seeded sampler (the same order on every rank) and sharded across ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .algo.loss import aggregate, distribution_loss, kl_penalty, ppo_clip_loss, renormalise_topk
+from .algo.opd import logratio_mask, opd_advantages, teacher_failure_mask
+from .config import Config, ConfigError
+from .data import DataError, PromptSampler, RejectLog, load_jsonl
+from .evaluate import evaluate
+from .metrics import MetricsLogger, Timer
+from .models import load_model, load_processor, response_logprobs
+from .rollout import SamplingParams, make_rollout_engine
+from .teacher import make_teacher
+from .training import make_training_engine
+from .verifiers import verify
+
+
+def pad_rows(rows: list[list[float]], value: float = 0.0) -> torch.Tensor:
+    width = max(1, max((len(r) for r in rows), default=1))
+    out = torch.full((len(rows), width), value, dtype=torch.float32)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.float32)
+    return out
+
+
+class Trainer:
+    def __init__(self, cfg: Config):
+        if cfg.teacher is None:
+            raise ConfigError("teacher: required for distillation")
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.timer = Timer()
+        self.engine = make_training_engine(cfg.train.engine, model_loader=lambda: load_model(cfg.student),
+                                           train_cfg=cfg.train)
+        self.rank, self.world = self.engine.rank, self.engine.world_size
+        self.is_main = self.rank == 0
+        torch.manual_seed(cfg.seed * 1000 + self.rank)
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.engine.barrier()
+        rejects_path = cfg.rejects_path if self.is_main else cfg.rejects_path.with_suffix(f".rank{self.rank}.jsonl")
+        self.rejects = RejectLog(rejects_path)
+        # every rank reads the whole file (same order); only rank 0 records the rejects
+        self.samples = load_jsonl(cfg.data.train_path, cfg.data.strict,
+                                  self.rejects if self.is_main else RejectLog(None),
+                                  cfg.data.verify_media, progress=self.is_main and cfg.logging.progress)
+        self.test_samples = []
+        if cfg.data.test_path and cfg.train.eval_every:
+            self.test_samples = load_jsonl(cfg.data.test_path, strict=False, verify_media=cfg.data.verify_media)
+            self.test_samples = self.test_samples[: cfg.train.eval_samples]
+        self.student_proc = load_processor(cfg.student)
+        self.suppressed = self.student_proc.suppressed_token_ids
+        teacher_model = load_model(cfg.teacher, frozen=True)
+        self.teacher = make_teacher("hf", model=teacher_model, processor=load_processor(cfg.teacher),
+                                    micro_batch_size=cfg.train.micro_batch_size,
+                                    temperature=cfg.rollout.temperature, chunk_size=cfg.train.logprob_chunk,
+                                    suppressed_ids=self.suppressed)
+        self.ref_model = None
+        if cfg.algo.kl_coef > 0:
+            self.ref_model = load_model(cfg.student, frozen=True)
+        self.rollout = make_rollout_engine(cfg.rollout.backend, model=self.engine.module,
+                                           processor=self.student_proc, batch_size=cfg.rollout.batch_size)
+        self.sampler = PromptSampler(len(self.samples), cfg.seed)
+        self.prompt_cache: dict = {}
+        self.bad_ids: set[str] = set()
+        self.step = 0
+        self.logger = None
+        if self.is_main:
+            self.logger = MetricsLogger(self.out, cfg.logging.tensorboard, cfg.logging.wandb,
+                                        cfg.logging.wandb_project, cfg.name, asdict(cfg))
+            (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        self.seen_ids: list[list[str]] = []  # prompt ids of each step, for audits and resume tests
+        if cfg.train.resume:
+            self.try_resume()
+        if self.logger is not None:
+            self.logger.truncate_after(self.step)
+
+    # -- prompts ------------------------------------------------------------------------------
+    def encode(self, sample):
+        if sample.id not in self.prompt_cache:
+            if len(self.prompt_cache) >= self.cfg.train.prompt_cache:
+                self.prompt_cache.pop(next(iter(self.prompt_cache)))
+            self.prompt_cache[sample.id] = self.student_proc.encode_prompt(sample)
+        return self.prompt_cache[sample.id]
+
+    def next_prompts(self):
+        """This rank's prompts of the next step; bad ones are rejected once and skipped."""
+        idx = self.sampler.next(self.cfg.train.prompts_per_step)
+        self.seen_ids.append([self.samples[i].id for i in idx])
+        samples, prompts, group_ids = [], [], []
+        for pos in range(self.rank, len(idx), self.world):
+            s = self.samples[idx[pos]]
+            if s.id in self.bad_ids:
+                continue
+            try:
+                prompts.append(self.encode(s))
+            except DataError as err:
+                self.bad_ids.add(s.id)
+                if self.cfg.data.strict:
+                    raise
+                self.rejects.add(err)
+                continue
+            samples.append(s)
+            group_ids.append(pos)
+        return samples, prompts, group_ids
+
+    # -- micro-batches ------------------------------------------------------------------------
+    def micro_batches(self, n: int) -> list[list[int]]:
+        """Row indices of each micro-batch; every rank gets the same count (ZeRO needs it)."""
+        mbs = self.cfg.train.micro_batch_size
+        chunks = [list(range(i, min(i + mbs, n))) for i in range(0, n, mbs)]
+        count = int(self.engine.all_reduce(torch.tensor([len(chunks)]), "max").item())
+        # NOTE: a rank with fewer rows runs dummy micro-batches ([-1]: row 0 with an all-zero mask).
+        return chunks + [[-1]] * (count - len(chunks))
+
+    def student_batch(self, prompts, responses, rows):
+        real = [r for r in rows if r >= 0] or [0]
+        return self.student_proc.training_batch([prompts[r] for r in real], [responses[r] for r in real])
+
+    # -- the step -----------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        cfg, t = self.cfg, self.timer
+        t_step = time.perf_counter()
+        samples, prompts, group_ids = self.next_prompts()
+        if not prompts:
+            raise RuntimeError(f"rank {self.rank}: every prompt of step {self.step} was rejected (see {self.rejects.path})")
+
+        # 1. rollout
+        with t("rollout"), self.engine.rollout_context():
+            ro = self.rollout.generate(prompts, SamplingParams(
+                n=cfg.rollout.n, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                top_k=cfg.rollout.top_k, max_new_tokens=cfg.rollout.max_new_tokens))
+        responses = ro.responses
+        r_samples = [samples[i] for i in ro.prompt_index]
+        r_prompts = [prompts[i] for i in ro.prompt_index]
+        group = torch.tensor([group_ids[i] for i in ro.prompt_index])
+        n = len(responses)
+
+        # 2. verify
+        with t("verify"):
+            correct = [verify(s, self.student_proc.decode(r)) for s, r in zip(r_samples, responses)]
+
+        # 3. old logprobs (and reference logprobs for the KL penalty)
+        response_mask = pad_rows([[1.0] * len(r) for r in responses])
+        old = torch.zeros_like(response_mask)
+        ref = torch.zeros_like(response_mask) if self.ref_model is not None else None
+        chunks = self.micro_batches(n)
+        with t("old_logprobs"), torch.no_grad():
+            for rows in chunks:
+                real = [r for r in rows if r >= 0]
+                batch = self.student_batch(r_prompts, responses, rows)
+                lp = response_logprobs(self.engine.forward_model, batch, self.suppressed,
+                                       cfg.rollout.temperature, cfg.train.logprob_chunk)["logprobs"]
+                if real:
+                    old[real, : lp.shape[1]] = lp[: len(real)] * batch["response_mask"][: len(real)]
+                if ref is not None and real:
+                    rlp = response_logprobs(self.ref_model, batch, self.suppressed, cfg.rollout.temperature,
+                                            cfg.train.logprob_chunk)["logprobs"]
+                    ref[real, : rlp.shape[1]] = rlp[: len(real)] * batch["response_mask"][: len(real)]
+
+        # 4. teacher scores
+        with t("teacher"):
+            scores = self.teacher.score(
+                r_samples, responses, topk=cfg.algo.topk if cfg.algo.loss != "pg" and cfg.algo.distill_support == "topk" else 0,
+                full=cfg.algo.loss != "pg" and cfg.algo.distill_support == "full")
+        teacher_lp = scores.logprobs[:, : response_mask.shape[1]]
+
+        # 5. advantages and masks
+        with t("advantages"):
+            ok = teacher_failure_mask(teacher_lp, response_mask, scores.failed)
+            ratio_keep = logratio_mask(old, teacher_lp, cfg.algo.logratio_threshold)
+            loss_mask = response_mask * ok[:, None] * ratio_keep
+            advantages = opd_advantages(teacher_lp, old, loss_mask)
+            stats = self.local_stats(responses, ro, old, teacher_lp, response_mask, loss_mask, ok, correct)
+
+        # 6. update
+        normalizer = self.global_normalizer(loss_mask)
+        tensors = {"old": old, "adv": advantages, "mask": loss_mask, "ref": ref,
+                   "t_full": scores.full_logprobs, "t_topk_ids": scores.topk_ids, "t_topk_lp": scores.topk_logprobs}
+
+        def compute_loss(model, rows):
+            return self.loss(model, r_prompts, responses, rows, tensors, normalizer)
+
+        with t("update"):
+            train_metrics = self.engine.train_step(chunks, compute_loss)
+
+        # 7. sync
+        with t("sync"):
+            self.rollout.sync_weights()
+
+        metrics = {**self.reduce_stats(stats), **train_metrics, **self.timer.pop(), **self.rejects.metrics()}
+        step_time = time.perf_counter() - t_step
+        metrics["time/step"] = step_time
+        metrics["throughput/tokens_per_s"] = metrics["response/tokens"] / max(step_time, 1e-9)
+        return metrics
+
+    def loss(self, model, r_prompts, responses, rows, tensors, normalizer):
+        cfg = self.cfg.algo
+        batch = self.student_batch(r_prompts, responses, rows)
+        real = [r for r in rows if r >= 0]
+        take = real or [0]
+        width = batch["responses"].shape[1]
+
+        def sl(x):
+            return x[take, :width]
+
+        mask = sl(tensors["mask"]) * (1.0 if real else 0.0)
+        out = response_logprobs(model, batch, self.suppressed, self.cfg.rollout.temperature, self.cfg.train.logprob_chunk,
+                                with_entropy=cfg.entropy_coef > 0, with_full=cfg.loss != "pg")
+        logp = out["logprobs"]
+        metrics = {}
+        if cfg.loss == "pg":
+            loss, st = ppo_clip_loss(logp, sl(tensors["old"]), sl(tensors["adv"]), mask, cfg.clip_low,
+                                     cfg.clip_high, cfg.aggregation, normalizer)
+            metrics.update({"train/clip_fraction": st["clip_fraction"].item(), "train/approx_kl": st["approx_kl"].item()})
+        else:
+            student_full = out["full_logprobs"]
+            if cfg.distill_support == "full":
+                s_lp, t_lp = student_full, tensors["t_full"][take, :width]
+            else:
+                ids = tensors["t_topk_ids"][take, :width]
+                s_lp = renormalise_topk(student_full.gather(-1, ids))
+                t_lp = renormalise_topk(tensors["t_topk_lp"][take, :width])
+            per_token = distribution_loss(s_lp, t_lp, cfg.loss, cfg.jsd_beta)
+            loss = aggregate(per_token, mask, cfg.aggregation, normalizer)
+        if cfg.kl_coef > 0:
+            loss = loss + cfg.kl_coef * aggregate(kl_penalty(logp, sl(tensors["ref"]), cfg.kl_estimator), mask,
+                                                  cfg.aggregation, normalizer)
+        if cfg.entropy_coef > 0:
+            ent = aggregate(out["entropy"], mask, cfg.aggregation, normalizer)
+            loss = loss - cfg.entropy_coef * ent
+            metrics["train/entropy"] = ent.item()
+        return loss, metrics
+
+    def global_normalizer(self, loss_mask: torch.Tensor) -> float:
+        """The global count the loss divides by, per rank (gradients are averaged over ranks)."""
+        if self.cfg.algo.aggregation == "token_mean":
+            local = loss_mask.sum()
+        else:
+            local = (loss_mask.sum(-1) > 0).sum().float()
+        total = self.engine.all_reduce(local.reshape(1).float()).item()
+        return max(total, 1.0) / self.world
+
+    # -- metrics ------------------------------------------------------------------------------
+    def local_stats(self, responses, ro, old, teacher_lp, response_mask, loss_mask, ok, correct) -> dict[str, float]:
+        tok = response_mask.sum().item()
+        rollout_lp = pad_rows(ro.logprobs)[:, : old.shape[1]]
+        counted = loss_mask.bool()
+        return {
+            "sum_rkl": ((old - teacher_lp) * counted).sum().item(), "n_counted": counted.sum().item(),
+            "n_tokens": tok, "n_resp": float(len(responses)),
+            "n_truncated": float(sum(not f for f in ro.finished)),
+            "mismatch": ((rollout_lp - old).abs() * response_mask).sum().item(),
+            "n_failed": float((ok == 0).sum().item()),
+            "n_correct": float(sum(c is True for c in correct)), "n_verified": float(sum(c is not None for c in correct)),
+            "n_logratio_dropped": float(((response_mask.bool() & ~counted) & ok.bool()[:, None]).sum().item()),
+        }
+
+    def reduce_stats(self, s: dict[str, float]) -> dict[str, float]:
+        keys = sorted(s)
+        vec = self.engine.all_reduce(torch.tensor([s[k] for k in keys], dtype=torch.float64))
+        g = dict(zip(keys, vec.tolist()))
+        return {
+            "opd/reverse_kl": g["sum_rkl"] / max(g["n_counted"], 1.0),
+            "opd/counted_tokens": g["n_counted"],
+            "opd/logratio_dropped_tokens": g["n_logratio_dropped"],
+            "teacher/failed": g["n_failed"],
+            "response/length_mean": g["n_tokens"] / max(g["n_resp"], 1.0),
+            "response/truncated_frac": g["n_truncated"] / max(g["n_resp"], 1.0),
+            "response/tokens": g["n_tokens"],
+            "rollout/logprob_mismatch": g["mismatch"] / max(g["n_tokens"], 1.0),
+            "reward/accuracy": g["n_correct"] / max(g["n_verified"], 1.0),
+            "reward/verified_frac": g["n_verified"] / max(g["n_resp"], 1.0),
+        }
+
+    # -- evaluation, checkpoints, the loop ------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        if not self.test_samples:
+            return {}
+        with self.timer("eval"), self.engine.rollout_context():
+            return evaluate(self.rollout, self.student_proc, self.test_samples, self.cfg.rollout.max_new_tokens,
+                            all_reduce=self.engine.all_reduce, rank=self.rank, world_size=self.world)
+
+    def save_checkpoint(self) -> Path:
+        root = self.out / "checkpoints"
+        tmp, final = ckpt.tmp_dir(root, self.step), ckpt.step_dir(root, self.step)
+        if self.is_main:
+            root.mkdir(parents=True, exist_ok=True)
+            ckpt.clean_stale(root)
+            tmp.mkdir(parents=True)
+        self.engine.barrier()
+        self.engine.save(tmp / "engine")
+        torch.save(ckpt.rng_state(), tmp / f"rng_rank{self.rank}.pt")
+        self.engine.export_hf(tmp / "hf", self.student_proc)
+        self.engine.barrier()
+        if self.is_main:
+            state = {"step": self.step, "sampler": self.sampler.state(), "bad_ids": sorted(self.bad_ids),
+                     "seen_ids": self.seen_ids, "world_size": self.world}
+            ckpt.finalize(tmp, final, state, self.cfg.train.keep_last)
+        self.engine.barrier()
+        return final
+
+    def try_resume(self) -> bool:
+        last = ckpt.latest_complete(self.out / "checkpoints")
+        if last is None:
+            return False
+        state = json.loads((last / "trainer_state.json").read_text())
+        self.engine.load(last / "engine")
+        self.sampler.load_state(state["sampler"])
+        self.bad_ids = set(state["bad_ids"])
+        self.seen_ids = state["seen_ids"]
+        self.step = state["step"]
+        rng = last / f"rng_rank{self.rank}.pt"
+        if rng.exists():
+            ckpt.set_rng_state(torch.load(rng, weights_only=False))
+        if self.is_main:
+            print(f"resumed from {last} at step {self.step}")
+        return True
+
+    def train(self) -> dict[str, float]:
+        from tqdm import tqdm
+
+        cfg = self.cfg.train
+        last: dict[str, float] = {}
+        if self.step == 0 and cfg.eval_every:
+            last = self.evaluate()
+            self.log(last)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="opd", disable=not (self.is_main and self.cfg.logging.progress))
+        while self.step < cfg.steps:
+            metrics = self.train_step()
+            self.step += 1
+            if cfg.eval_every and self.step % cfg.eval_every == 0:
+                metrics.update(self.evaluate())
+            self.log(metrics)
+            last = metrics
+            bar.update(1)
+            bar.set_postfix({"rkl": f"{metrics['opd/reverse_kl']:.3f}", "acc": f"{metrics['reward/accuracy']:.2f}"})
+            if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
+                self.save_checkpoint()
+        bar.close()
+        final = self.save_checkpoint()
+        if self.logger is not None:
+            self.logger.close()
+        last["checkpoint"] = str(final)
+        return last
+
+    def log(self, metrics: dict) -> None:
+        if self.logger is not None and metrics:
+            self.logger.log(self.step, {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not
+                                        (isinstance(v, float) and math.isnan(v) and k.startswith("time/"))})

@@ -1,0 +1,122 @@
+"""The training-engine interface and what both engines share (optimiser, schedule, LoRA, export)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+
+def apply_lora(model, lora_cfg):
+    """Wraps ``model`` with peft LoRA adapters when enabled (only the adapters train)."""
+    if not lora_cfg.enabled:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
+                     target_modules=list(lora_cfg.target_modules), bias="none")
+    return get_peft_model(model, cfg)
+
+
+VISION_PREFIXES = ("visual.", "model.visual.", "base_model.model.model.visual.")
+
+
+def is_vision_param(name: str) -> bool:
+    return any(name.startswith(p) for p in VISION_PREFIXES)
+
+
+def prepare_params(model, cfg) -> list[dict]:
+    """Optimiser parameter groups: the vision tower at ``lr * vision_lr_scale`` (frozen at 0).
+
+    NOTE: a tiny random-init vision tower trained at the language model's learning rate collapses
+    (every image token becomes the same vector) long before the model learns to read it; a lower
+    scale or a frozen tower avoids that. See README, "Training traps".
+    """
+    vision, other = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if is_vision_param(name):
+            if cfg.vision_lr_scale == 0.0:
+                p.requires_grad_(False)
+                continue
+            vision.append(p)
+        else:
+            other.append(p)
+    groups = [{"params": other, "lr": cfg.lr}]
+    if vision:
+        groups.append({"params": vision, "lr": cfg.lr * cfg.vision_lr_scale})
+    return groups
+
+
+def make_optimizer(groups, cfg) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer, cfg):
+    """Linear warm-up over ``warmup_steps`` optimiser steps, then constant."""
+    warm = cfg.warmup_steps
+
+    def factor(step: int) -> float:
+        return min(1.0, (step + 1) / warm) if warm > 0 else 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def merged_copy_for_export(model, state_dict, base_loader):
+    """The plain Hugging Face model to save: LoRA adapters merged in (peft), else ``model`` itself."""
+    if not hasattr(model, "merge_and_unload"):
+        return model, state_dict
+    fresh = base_loader()
+    from peft import get_peft_model
+
+    peft_model = get_peft_model(fresh, model.peft_config["default"])
+    if state_dict is not None:
+        peft_model.load_state_dict(state_dict)
+    else:
+        peft_model.load_state_dict(model.state_dict())
+    return peft_model.merge_and_unload(), None
+
+
+class TrainingEngine:
+    """What the trainer needs from a training backend.
+
+    ``module`` is the Hugging Face model (rollouts generate with it); ``forward_model`` is what a
+    loss function calls for a forward pass (the DeepSpeed engine, or the module itself).
+    """
+
+    module: torch.nn.Module
+    forward_model: object
+    rank: int = 0
+    world_size: int = 1
+
+    def train_step(self, micro_batches: list, compute_loss) -> dict[str, float]:
+        """Forward/backward every micro-batch, then one optimiser step.
+
+        ``compute_loss(forward_model, micro_batch) -> (loss, metrics)``; the loss of each micro-batch
+        must already be normalised by the global count (see ``algo.loss.aggregate``).
+        Returns ``train/grad_norm``, ``train/lr``, ``train/loss`` and ``train/skipped`` (1 when a
+        non-finite loss or gradient made the step be skipped).
+        """
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def rollout_context(self):
+        """Full weights available to ``module.generate`` (gathers ZeRO-3 shards); a no-op otherwise."""
+        yield
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        return tensor
+
+    def barrier(self) -> None:
+        return None
+
+    def save(self, directory: Path) -> None:
+        raise NotImplementedError
+
+    def load(self, directory: Path) -> None:
+        raise NotImplementedError
+
+    def export_hf(self, directory: Path, processor) -> None:
+        raise NotImplementedError

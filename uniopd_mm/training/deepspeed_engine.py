@@ -1,0 +1,176 @@
+"""DeepSpeed training engine: ZeRO stages 0-3, fp32 or bf16, optional CPU offload, gradient
+accumulation over any number of micro-batches (unmanaged: ``step()`` is the boundary).
+
+Runs on CPU machines too: DeepSpeed picks its CPU accelerator and the gloo backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from .base import TrainingEngine, apply_lora, make_optimizer, make_scheduler, merged_copy_for_export, prepare_params
+
+
+def deepspeed_config(cfg) -> dict:
+    zero = {"stage": cfg.zero_stage}
+    if cfg.cpu_offload and cfg.zero_stage >= 1:
+        zero["offload_optimizer"] = {"device": "cpu"}
+        if cfg.zero_stage == 3:
+            zero["offload_param"] = {"device": "cpu"}
+    if cfg.zero_stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        # NOTE: the trainer decides how many micro-batches a step has; step() is the boundary.
+        "managed_gradient_accumulation": False,
+        # NOTE: a huge bound when clipping is off, so DeepSpeed still computes the norm for the logs.
+        "gradient_clipping": cfg.grad_clip if cfg.grad_clip is not None else 1e12,
+        "zero_optimization": zero,
+        "bf16": {"enabled": cfg.precision == "bf16"},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def init_distributed() -> None:
+    """Initialises torch.distributed once (env from the deepspeed launcher, or a 1-process default)."""
+    import deepspeed
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    if "MASTER_PORT" not in os.environ:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    deepspeed.init_distributed(dist_backend=backend)
+
+
+class DeepSpeedEngine(TrainingEngine):
+    def __init__(self, model_loader, train_cfg, **_):
+        import deepspeed
+        import torch.distributed as dist
+
+        init_distributed()
+        self.cfg, self.model_loader = train_cfg, model_loader
+        self.ds_config = deepspeed_config(train_cfg)
+        self._hf_ds_config = None
+        if train_cfg.zero_stage == 3:
+            # Makes from_pretrained partition weights as it loads (kept alive by this reference).
+            from transformers.integrations import HfDeepSpeedConfig
+
+            self._hf_ds_config = HfDeepSpeedConfig(self.ds_config)
+        model = model_loader()
+        if train_cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = apply_lora(model, train_cfg.lora)
+        optimizer = make_optimizer(prepare_params(model, train_cfg), train_cfg)
+        # NOTE: the schedule wraps the client optimizer (ZeRO keeps its param_groups); DeepSpeed
+        # steps it whenever an optimiser step is applied.
+        scheduler = make_scheduler(optimizer, train_cfg)
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config)
+        self.module = self.engine.module
+        self.module.train()
+        self._last_norm = None
+        if train_cfg.zero_stage == 0 and train_cfg.precision == "fp32":
+            # NOTE: DeepSpeed's stage-0 fp32 path clips but drops the norm; keep it for the logs.
+            from deepspeed.runtime.utils import clip_grad_norm_
+
+            def clip_and_record():
+                self._last_norm = float(clip_grad_norm_(parameters=self.module.parameters(),
+                                                        max_norm=self.engine.gradient_clipping(), mpu=self.engine.mpu))
+
+            self.engine.clip_fp32_gradients = clip_and_record
+        self.forward_model = self.engine
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+
+    def all_reduce(self, tensor, op="sum"):
+        import torch.distributed as dist
+
+        ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+        out = tensor.clone()
+        dist.all_reduce(out, op=ops[op])
+        return out
+
+    def barrier(self):
+        import torch.distributed as dist
+
+        dist.barrier()
+
+    def _all_finite(self, value: torch.Tensor) -> bool:
+        flag = torch.tensor([0.0 if torch.isfinite(value).all() else 1.0])
+        return self.all_reduce(flag, "max").item() == 0.0
+
+    def train_step(self, micro_batches, compute_loss):
+        total, metrics = 0.0, {}
+        # NOTE: every rank must run the same number of backward calls; the trainer pads shards.
+        for mb in micro_batches:
+            loss, m = compute_loss(self.forward_model, mb)
+            if not self._all_finite(loss.detach()):
+                self.engine.zero_grad()
+                self.engine.optimizer.zero_grad()
+                return {"train/skipped": 1.0, "train/loss": float("nan")}
+            self.engine.backward(loss, scale_wrt_gas=False)
+            total += loss.item()
+            for k, v in m.items():
+                metrics[k] = metrics.get(k, 0.0) + float(v) / len(micro_batches)
+        lr = self.scheduler.get_last_lr()[0]
+        self.engine.step()
+        grad_norm = self.engine.get_global_grad_norm()
+        if grad_norm is None:
+            grad_norm = self._last_norm
+        grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+        skipped = 0.0 if self.engine.was_step_applied() and math.isfinite(grad_norm) else 1.0
+        total = self.all_reduce(torch.tensor([total])).item()
+        return {**metrics, "train/loss": total, "train/grad_norm": grad_norm, "train/lr": lr, "train/skipped": skipped}
+
+    @contextlib.contextmanager
+    def rollout_context(self):
+        # NOTE: under ZeRO-3 each rank holds a shard; generate needs the whole model, so the
+        # parameters are gathered for the duration of the rollout (no modification allowed).
+        if self.cfg.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
+                yield
+        else:
+            yield
+
+    def save(self, directory: Path) -> None:
+        self.engine.save_checkpoint(str(directory), tag="engine", save_latest=False)
+
+    def load(self, directory: Path) -> None:
+        self.engine.load_checkpoint(str(directory), tag="engine", load_optimizer_states=True,
+                                    load_lr_scheduler_states=True)
+
+    def export_hf(self, directory: Path, processor) -> None:
+        """All ranks call this; rank 0 writes a plain Hugging Face checkpoint (LoRA merged)."""
+        if self.cfg.zero_stage == 3:
+            state = self.engine._zero3_consolidated_16bit_state_dict()
+        else:
+            state = self.module.state_dict() if self.rank == 0 else None
+        if self.rank == 0:
+            from uniopd_mm.models import whole_weights
+
+            # NOTE: a fresh base model for merging LoRA must load whole, not ZeRO-3-partitioned
+            # (partitioning is collective and only rank 0 is here).
+            with whole_weights():
+                model, state = merged_copy_for_export(self.module, state, self.model_loader)
+                model.save_pretrained(directory, state_dict=state)
+            processor.save_pretrained(directory)
+        self.barrier()
