@@ -28,10 +28,12 @@ def main(argv=None) -> None:
     ap.add_argument("--cell", type=int, default=28, help="pixels per grid cell")
     ap.add_argument("--video-frames", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--allow-overlap", action="store_true", help="test records may repeat train ones (tiny levels)")
     args = ap.parse_args(argv)
     spec = SyntheticSpec(
         n_train=args.n_train, n_test=args.n_test, seed=args.seed, domains=tuple(args.domains.split(",")),
         levels=tuple(int(x) for x in args.levels.split(",")), cell=args.cell, video_frames=args.video_frames,
+        disjoint=not args.allow_overlap,
     )
     t0 = time.time()
     paths = generate(spec, args.out)

@@ -9,7 +9,7 @@ import pytest
 from uniopd_mm.config import Config, load_config
 from uniopd_mm.config_base import ConfigError, describe, parse_overrides
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "scripts" / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "scripts" / "configs").rglob("*.yaml"))
 
 
 def test_there_are_shipped_configs():
@@ -25,7 +25,7 @@ def test_every_shipped_yaml_loads(path):
 
 
 def _tiny(overrides):
-    return load_config(CONFIGS[0].parent / "tiny_qwen2_vl.yaml", overrides)
+    return load_config(Path(__file__).resolve().parents[1] / "scripts" / "configs" / "tiny_qwen2_vl.yaml", overrides)
 
 
 def test_dotted_overrides_apply():

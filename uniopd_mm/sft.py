@@ -61,7 +61,7 @@ def run_sft(cfg: Config) -> dict:
     sampler = PromptSampler(len(examples), cfg.seed)
     logger = MetricsLogger(out, cfg.logging.tensorboard, False) if main else None
     if logger is not None:
-        logger.truncate_after(0)
+        logger.truncate_after(-1)
     rollout = make_rollout_engine("hf", model=engine.module, processor=proc, batch_size=cfg.rollout.batch_size)
     tests = load_jsonl(cfg.data.test_path, verify_media=cfg.data.verify_media)[: cfg.train.eval_samples] \
         if cfg.data.test_path and cfg.train.eval_every else []

@@ -90,10 +90,10 @@ class Trainer:
                                         cfg.logging.wandb_project, cfg.name, asdict(cfg))
             (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
         self.seen_ids: list[list[str]] = []  # prompt ids of each step, for audits and resume tests
-        if cfg.train.resume:
-            self.try_resume()
+        resumed = cfg.train.resume and self.try_resume()
         if self.logger is not None:
-            self.logger.truncate_after(self.step)
+            # a fresh start begins a fresh log; a resume drops rows a killed run wrote after its checkpoint
+            self.logger.truncate_after(self.step if resumed else -1)
 
     # -- prompts ------------------------------------------------------------------------------
     def encode(self, sample):

@@ -58,6 +58,10 @@ class HFTeacher(TeacherScorer):
                 lp = sc["logprobs"]
                 t = lp.shape[1]
                 mask = batch["response_mask"].bool()
+                for row, i in enumerate(idx):
+                    if int(mask[row].sum()) != len(responses[i]):
+                        failed[i] = True
+                        reasons[i] = f"LengthMismatch: teacher scored {int(mask[row].sum())} tokens of {len(responses[i])}"
                 logprobs[idx, :t] = torch.where(mask, lp, torch.zeros_like(lp))
                 if topk:
                     topk_ids[idx, :t], topk_lp[idx, :t] = sc["topk_ids"], sc["topk_logprobs"]
