@@ -74,7 +74,44 @@ class RolloutConfig:
 
 
 @dataclass(kw_only=True)
+class BalanceConfig:
+    enabled: bool = cfg(False, "online correctness-aware balancing inside each rollout group (RECIPE 3b)")
+    ratio: float = cfg(1.0, "target correct : incorrect ratio r (0: only incorrect, inf: only correct)", range=(0.0, None))
+    scope: Literal["group", "global"] = cfg("group", "balance within each prompt's group, or across the whole batch")
+
+
+@dataclass(kw_only=True)
+class MarginConfig:
+    shift: bool = cfg(False, "outcome-guided margin shift (RECIPE 4, the main method)")
+    mask: bool = cfg(False, "greedy margin mask (RECIPE 4, the alternative); exclusive with shift")
+    mode: Literal["mean", "minmax"] = cfg("mean", "margin: mean+ - mean-, or min+ - max-")
+    direction: Literal["both", "correct_up", "incorrect_down"] = cfg(
+        "both", "shift direction: both (Spread), correct_up (Lift), incorrect_down")
+    scope: Literal["group", "global"] = cfg("group", "calibrate each prompt's group, or the whole batch")
+    delta: float = cfg(0.0, "target margin")
+    min_retain: float = cfg(0.25, "greedy mask keeps at least max(1, int(n_class * min_retain)) per class", range=(0.0, 1.0))
+
+    def __post_init__(self):
+        if self.shift and self.mask:
+            raise ConfigError("shift and mask are mutually exclusive: enable one of margin.shift / margin.mask")
+
+
+PRESETS = {
+    "opd": {"balance": {"enabled": False}, "margin": {"shift": False, "mask": False}},
+    "uniopd_text": {"balance": {"enabled": True, "ratio": 1.0, "scope": "group"},
+                    "margin": {"shift": True, "mask": False, "mode": "mean", "direction": "both", "delta": 0.4, "scope": "group"}},
+    "uniopd_mm": {"balance": {"enabled": True, "ratio": 1.0, "scope": "group"},
+                  "margin": {"shift": True, "mask": False, "mode": "mean", "direction": "correct_up", "delta": 0.0, "scope": "group"}},
+}
+
+
+@dataclass(kw_only=True)
 class AlgoConfig:
+    preset: Literal["custom", "opd", "uniopd_text", "uniopd_mm"] = cfg(
+        "custom", "a named recipe whose balance/margin settings apply under any explicit ones: opd (plain), "
+        "uniopd_text (mean/both/delta 0.4/group, r=1), uniopd_mm (mean/correct_up/delta 0/group, r=1)")
+    balance: BalanceConfig = cfg(help="online data balancing (student perspective)", factory=BalanceConfig)
+    margin: MarginConfig = cfg(help="margin calibration (teacher perspective)", factory=MarginConfig)
     loss: Literal["pg", "forward_kl", "reverse_kl", "jsd"] = cfg(
         "pg", "pg: clipped policy gradient on the sampled-token OPD reward (the paper); the others match "
         "token distributions on the student's samples (GKD-style), over distill_support")
@@ -168,6 +205,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         data = deep_merge(data, load_yaml(path))
     data = deep_merge(data, parse_overrides(overrides or []))
+    algo = data.get("algo") or {}
+    preset = algo.get("preset", "custom") if isinstance(algo, dict) else "custom"
+    if preset in PRESETS:  # explicit values win over the preset's
+        data["algo"] = deep_merge(PRESETS[preset], algo)
     try:
         return from_dict(Config, data)
     except ConfigError as e:

@@ -23,6 +23,8 @@ import torch
 
 from . import checkpoint as ckpt
 from .algo.loss import aggregate, distribution_loss, kl_penalty, ppo_clip_loss, renormalise_topk
+from .algo.balance import online_balance_keep
+from .algo.margin import greedy_margin_mask, margin_shift, order_consistency, trajectory_returns
 from .algo.opd import logratio_mask, opd_advantages, teacher_failure_mask
 from .config import Config, ConfigError
 from .data import DataError, PromptSampler, RejectLog, load_jsonl
@@ -190,7 +192,8 @@ class Trainer:
             ok = teacher_failure_mask(teacher_lp, response_mask, scores.failed)
             ratio_keep = logratio_mask(old, teacher_lp, cfg.algo.logratio_threshold)
             loss_mask = response_mask * ok[:, None] * ratio_keep
-            advantages = opd_advantages(teacher_lp, old, loss_mask)
+            verdict = torch.tensor([1 if c is True else 0 if c is False else -1 for c in correct])
+            advantages, loss_mask, calib = self.calibrate(teacher_lp, old, loss_mask, verdict, group)
             stats = self.local_stats(responses, ro, old, teacher_lp, response_mask, loss_mask, ok, correct)
 
         # 6. update
@@ -208,11 +211,71 @@ class Trainer:
         with t("sync"):
             self.rollout.sync_weights()
 
-        metrics = {**self.reduce_stats(stats), **train_metrics, **self.timer.pop(), **self.rejects.metrics()}
+        metrics = {**self.reduce_stats(stats), **calib, **train_metrics, **self.timer.pop(), **self.rejects.metrics()}
         step_time = time.perf_counter() - t_step
         metrics["time/step"] = step_time
         metrics["throughput/tokens_per_s"] = metrics["response/tokens"] / max(step_time, 1e-9)
         return metrics
+
+    def calibrate(self, teacher_lp, old, loss_mask, verdict, group):
+        """Online balancing, then margin calibration (RECIPE 3b, 4). Returns (advantages, loss mask, metrics).
+
+        Rollouts whose outcome is unknown, or with no counted token, take no part. Global scopes see
+        every rank's rollouts (gathered); group scopes are local since a prompt's rollouts share a rank.
+        """
+        a = self.cfg.algo
+        eligible = torch.where(loss_mask.sum(-1) > 0, verdict, torch.full_like(verdict, -1))
+        rank_sizes = [len(x) for x in self.engine.all_gather(torch.zeros(len(verdict)))]
+        offset = sum(rank_sizes[: self.rank])
+
+        def gathered(x):
+            return torch.cat(self.engine.all_gather(x)) if self.world > 1 else x
+
+        def local(x):
+            return x[offset: offset + len(verdict)] if self.world > 1 else x
+
+        metrics = {}
+        if a.balance.enabled:
+            gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step)
+            if a.balance.scope == "global":
+                keep = local(online_balance_keep(gathered(eligible), gathered(group), a.balance.ratio, "global", gen))
+            else:
+                keep = online_balance_keep(eligible, group, a.balance.ratio, "group", gen)
+            loss_mask = loss_mask * keep[:, None]
+            metrics["balance/dropped"] = self.engine.all_reduce(((keep == 0) & (eligible >= 0)).sum().float().reshape(1)).item()
+            eligible = torch.where(keep > 0, eligible, torch.full_like(eligible, -1))
+        advantages = opd_advantages(teacher_lp, old, loss_mask)
+        before = order_consistency(gathered(trajectory_returns(advantages, loss_mask)), gathered(eligible), gathered(group))
+        metrics.update({f"margin/{k}": v for k, v in before.items()})
+        m = a.margin
+        if m.shift:
+            if m.scope == "global" and self.world > 1:
+                # the shift is one scalar per class: compute it on the gathered returns, apply locally
+                g_ret = gathered(trajectory_returns(advantages, loss_mask))
+                ones = torch.ones(len(g_ret), 1)
+                _, shift, lam = margin_shift(g_ret[:, None], ones, gathered(eligible), gathered(group), m.delta, m.mode,
+                                             m.direction, "global")
+                advantages = advantages + local(shift)[:, None] * loss_mask
+            else:
+                advantages, shift, lam = margin_shift(advantages, loss_mask, eligible, group, m.delta, m.mode,
+                                                      m.direction, m.scope)
+            metrics["margin/lambda_mean"] = lam[lam > 0].mean().item() if (lam > 0).any() else 0.0
+            metrics["margin/shifted_groups"] = float((lam > 0).sum().item())
+        elif m.mask:
+            returns = trajectory_returns(advantages, loss_mask)
+            if m.scope == "global" and self.world > 1:
+                keep = local(greedy_margin_mask(gathered(returns), gathered(eligible), gathered(group), m.delta, m.mode,
+                                                "global", m.min_retain))
+            else:
+                keep = greedy_margin_mask(returns, eligible, group, m.delta, m.mode, m.scope, m.min_retain)
+            loss_mask = loss_mask * keep[:, None]
+            advantages = advantages * keep[:, None]
+            metrics["margin/masked_rollouts"] = self.engine.all_reduce((keep == 0).sum().float().reshape(1)).item()
+            eligible = torch.where(keep > 0, eligible, torch.full_like(eligible, -1))
+        if m.shift or m.mask:
+            after = order_consistency(gathered(trajectory_returns(advantages, loss_mask)), gathered(eligible), gathered(group))
+            metrics.update({f"margin_after/{k}": v for k, v in after.items()})
+        return advantages, loss_mask, metrics
 
     def loss(self, model, r_prompts, responses, rows, tensors, normalizer):
         cfg = self.cfg.algo

@@ -109,6 +109,10 @@ class TrainingEngine:
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         return tensor
 
+    def all_gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's ``tensor`` (lengths along dim 0 may differ), in rank order."""
+        return [tensor]
+
     def barrier(self) -> None:
         return None
 

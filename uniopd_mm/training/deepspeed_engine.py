@@ -107,6 +107,19 @@ class DeepSpeedEngine(TrainingEngine):
         dist.all_reduce(out, op=ops[op])
         return out
 
+    def all_gather(self, tensor):
+        import torch.distributed as dist
+
+        n = torch.tensor([tensor.shape[0]])
+        sizes = [torch.zeros_like(n) for _ in range(self.world_size)]
+        dist.all_gather(sizes, n)
+        width = int(max(s.item() for s in sizes))
+        padded = torch.zeros((width, *tensor.shape[1:]), dtype=tensor.dtype)
+        padded[: tensor.shape[0]] = tensor
+        parts = [torch.zeros_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(parts, padded)
+        return [p[: int(s.item())] for p, s in zip(parts, sizes)]
+
     def barrier(self):
         import torch.distributed as dist
 
