@@ -19,9 +19,9 @@ def test_there_are_shipped_configs():
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_yaml_loads(path):
     cfg = load_config(path)
-    assert isinstance(cfg, Config) and cfg.student.path and cfg.data.train_path
+    assert isinstance(cfg, Config) and cfg.student.path and (cfg.data.train_path or cfg.data.mixture)
     if not path.name.startswith("sft_"):
-        assert cfg.teacher is not None and cfg.teacher.path
+        assert cfg.teacher_registry and all(t.path for t in cfg.teacher_registry.values())
 
 
 def _tiny(overrides):
@@ -55,6 +55,19 @@ def test_missing_required_field():
         load_config(None, ["teacher.path=x", "teacher.family=text", "data.train_path=x"])
     with pytest.raises(ConfigError, match="teacher.family: required field is missing"):
         load_config(None, ["student.path=x", "student.family=text", "teacher.path=y", "data.train_path=x"])
+
+
+def test_teacher_registry_and_mixture_checks():
+    base = Path(__file__).resolve().parents[1] / "scripts" / "configs"
+    cfg = load_config(base / "tiny_multi_teacher.yaml")
+    assert sorted(cfg.teacher_registry) == ["image", "text", "video"]
+    assert [e.teacher for e in cfg.data.mixture] == ["image", "video", "text"]
+    with pytest.raises(ConfigError, match="teacher 'nobody' of x.jsonl is not in teachers"):
+        load_config(base / "tiny_multi_teacher.yaml", ["data.mixture=[{path: x.jsonl, teacher: nobody}]"])
+    with pytest.raises(ConfigError, match="teacher and teachers are exclusive"):
+        load_config(base / "tiny_multi_teacher.yaml", ["teacher.path=x", "teacher.family=text"])
+    with pytest.raises(ConfigError, match="train_path and mixture are exclusive"):
+        load_config(base / "tiny_multi_teacher.yaml", ["data.train_path=x.jsonl"])
 
 
 def test_view_defaults_follow_family():

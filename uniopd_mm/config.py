@@ -54,12 +54,39 @@ class ModelConfig:
 
 
 @dataclass(kw_only=True)
+class TeacherConfig(ModelConfig):
+    backend: Literal["hf"] = cfg("hf", "scorer backend: hf (a local Hugging Face model)")
+    device: str | None = cfg(None, "where the teacher runs (None: cuda when available, else cpu)")
+    offload_when_idle: bool = cfg(False, "move the teacher to CPU between its scoring calls")
+    strip_response_prefix: str | None = cfg(
+        None, "text the student's responses start with that this teacher must not see (e.g. an empty "
+        "'<think>\\n\\n</think>\\n\\n' block); those tokens are removed before scoring and masked")
+    shared_vocab: bool | None = cfg(
+        None, "the teacher shares the student's vocabulary (None: compare the two vocabularies at load)")
+
+
+@dataclass(kw_only=True)
+class MixtureEntry:
+    path: str = cfg(help="JSONL of the sample schema")
+    teacher: str | None = cfg(None, "teacher name for this dataset's records (a record's own 'teacher' wins)")
+    weight: float = cfg(1.0, "sampling weight of the dataset", range=(0.0, None))
+
+
+@dataclass(kw_only=True)
 class DataConfig:
-    train_path: str = cfg(help="training JSONL in the sample schema (see README)")
+    train_path: str | None = cfg(None, "training JSONL in the sample schema (see README); or data.mixture")
+    mixture: list[MixtureEntry] = cfg(help="a data mixture: datasets with a teacher tag and a sampling weight", factory=list)
+    default_teacher: str | None = cfg(None, "teacher of records that name none (None: the only teacher, if one)")
     test_path: str | None = cfg(None, "held-out JSONL for evaluation")
     strict: bool = cfg(False, "stop at the first bad record instead of skipping it into the rejects file")
     verify_media: bool = cfg(True, "decode every image and open every video when loading")
     rejects_path: str | None = cfg(None, "rejects JSONL (default: <output_dir>/rejects.jsonl)")
+
+    def __post_init__(self):
+        if self.train_path and self.mixture:
+            raise ConfigError("train_path and mixture are exclusive: give one of data.train_path / data.mixture")
+        if not self.train_path and not self.mixture:
+            raise ConfigError("train_path: required (or data.mixture)")
 
 
 @dataclass(kw_only=True)
@@ -186,13 +213,28 @@ class Config:
     output_dir: str = cfg("runs/run", "where logs, checkpoints and the rejects file are written")
     seed: int = cfg(0, "global random seed", range=(0, None))
     student: ModelConfig = cfg(help="the student model (trained)")
-    teacher: ModelConfig | None = cfg(None, "the teacher model (frozen); required for distillation")
+    teacher: TeacherConfig | None = cfg(None, "the teacher model (frozen); or several under 'teachers'")
+    teachers: dict[str, TeacherConfig] = cfg(help="named teachers for multi-teacher runs (records route by name)", factory=dict)
     data: DataConfig = cfg(help="datasets and bad-input policy")
     rollout: RolloutConfig = cfg(help="student sampling", factory=RolloutConfig)
     algo: AlgoConfig = cfg(help="rewards, masks and the loss", factory=AlgoConfig)
     train: TrainConfig = cfg(help="optimisation, engine and checkpoints", factory=TrainConfig)
     logging: LoggingConfig = cfg(help="metrics sinks", factory=LoggingConfig)
     sft: SFTConfig = cfg(help="supervised fine-tuning (scripts/sft.py)", factory=SFTConfig)
+
+    def __post_init__(self):
+        if self.teacher is not None and self.teachers:
+            raise ConfigError("teacher and teachers are exclusive: give one teacher, or the named 'teachers'")
+        names = set(self.teacher_registry)
+        for entry in self.data.mixture:
+            if entry.teacher is not None and entry.teacher not in names:
+                raise ConfigError(f"data.mixture: teacher {entry.teacher!r} of {entry.path} is not in teachers {sorted(names)}")
+        if self.data.default_teacher is not None and self.data.default_teacher not in names:
+            raise ConfigError(f"data.default_teacher: {self.data.default_teacher!r} is not in teachers {sorted(names)}")
+
+    @property
+    def teacher_registry(self) -> dict[str, "TeacherConfig"]:
+        return dict(self.teachers) if self.teachers else ({"default": self.teacher} if self.teacher else {})
 
     @property
     def rejects_path(self) -> Path:

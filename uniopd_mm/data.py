@@ -89,6 +89,11 @@ class Sample:
     source: str = ""  # "path:line", for error messages
 
     @property
+    def key(self) -> str:
+        """A key unique across files (the source location), for caches."""
+        return self.source or self.id
+
+    @property
     def images(self) -> list[str]:
         return [p["image"] for m in self.messages for p in m["content"] if p["type"] == "image"]
 
@@ -335,3 +340,39 @@ class PromptSampler:
                              f"this run has {self.n} / {self.seed}: the data changed")
         self.epoch, self.pos = state["epoch"], state["pos"]
         self._order = self._permutation(self.epoch)
+
+
+class MixtureSampler:
+    """Draws prompts from several datasets by weight; each dataset keeps its own epoch order.
+
+    Indices refer to the datasets concatenated in order. Draw j of call c picks its dataset with a
+    generator seeded by (seed, c), so the sequence is a pure function of the seed and resumable.
+    """
+
+    def __init__(self, sizes: list[int], weights: list[float], seed: int = 0):
+        if not sizes or any(n <= 0 for n in sizes):
+            raise ValueError(f"every mixture dataset needs records, got sizes {sizes}")
+        total = float(sum(weights))
+        if total <= 0:
+            raise ValueError("mixture weights must not all be 0")
+        self.probs = [w / total for w in weights]
+        self.offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        self.samplers = [PromptSampler(n, seed * 1000 + 17 * i) for i, n in enumerate(sizes)]
+        self.seed, self.calls = seed, 0
+
+    def next(self, k: int) -> list[int]:
+        import numpy as np
+
+        picks = np.random.default_rng([self.seed, self.calls, 7]).choice(len(self.probs), size=k, p=self.probs)
+        self.calls += 1
+        return [self.offsets[d] + self.samplers[d].next(1)[0] for d in picks.tolist()]
+
+    def state(self) -> dict:
+        return {"calls": self.calls, "samplers": [s.state() for s in self.samplers]}
+
+    def load_state(self, state: dict) -> None:
+        if len(state["samplers"]) != len(self.samplers):
+            raise ValueError("checkpoint mixture has another number of datasets: the data changed")
+        self.calls = state["calls"]
+        for s, st in zip(self.samplers, state["samplers"]):
+            s.load_state(st)

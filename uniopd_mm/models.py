@@ -62,7 +62,13 @@ def response_logits(model, batch: dict):
     from processors import model_inputs
 
     t = batch["responses"].shape[1]
-    return model(**model_inputs(batch), logits_to_keep=t + 1, use_cache=False).logits[:, :-1]
+    return model(**to_device(model_inputs(batch), model), logits_to_keep=t + 1, use_cache=False).logits[:, :-1]
+
+
+def to_device(batch: dict, model) -> dict:
+    """Moves a batch's tensors to the model's device (a no-op on CPU)."""
+    device = getattr(model, "device", None) or next(model.parameters()).device
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
 
 
 def response_logprobs(model, batch: dict, suppressed_ids=None, temperature: float = 1.0,
@@ -71,7 +77,8 @@ def response_logprobs(model, batch: dict, suppressed_ids=None, temperature: floa
     from .algo.logprobs import entropy_from_logits, log_softmax_full, selective_log_softmax
 
     logits = response_logits(model, batch)
-    out = {"logprobs": selective_log_softmax(logits, batch["responses"], suppressed_ids, temperature, chunk_size)}
+    out = {"logprobs": selective_log_softmax(logits, batch["responses"].to(logits.device), suppressed_ids, temperature,
+                                             chunk_size)}
     if with_entropy:
         out["entropy"] = entropy_from_logits(logits, suppressed_ids, temperature, chunk_size)
     if with_full:
@@ -103,9 +110,9 @@ def score_response_tokens(model, batch: dict, suppressed_ids=None, temperature: 
     base, head = _base_and_head(model)
     t = batch["responses"].shape[1]
     with torch.no_grad():
-        hidden = base(**model_inputs(batch), use_cache=False).last_hidden_state[:, -t - 1:-1]
+        hidden = base(**to_device(model_inputs(batch), model), use_cache=False).last_hidden_state[:, -t - 1:-1]
         b = hidden.shape[0]
-        flat, ids = hidden.reshape(b * t, -1), batch["responses"].reshape(b * t)
+        flat, ids = hidden.reshape(b * t, -1), batch["responses"].to(hidden.device).reshape(b * t)
         out_lp, out_topk_v, out_topk_i, out_full = [], [], [], []
         for start in range(0, b * t, chunk_size):
             logits = head(flat[start:start + chunk_size])[None]

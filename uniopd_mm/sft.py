@@ -38,6 +38,8 @@ def target_text(sample: Sample, path: str) -> tuple[Sample, str]:
 
 
 def run_sft(cfg: Config) -> dict:
+    if not cfg.data.train_path:
+        raise ValueError("data.train_path: SFT reads one JSONL (data mixtures are for distillation)")
     out = Path(cfg.output_dir)
     engine = make_training_engine(cfg.train.engine, model_loader=lambda: load_model(cfg.student), train_cfg=cfg.train)
     main = engine.rank == 0
@@ -75,9 +77,9 @@ def run_sft(cfg: Config) -> dict:
         for i in idx:
             s, ids = examples[i]
             try:
-                if s.id not in cache:
-                    cache[s.id] = proc.encode_prompt(s)
-                prompts.append(cache[s.id])
+                if s.key not in cache:
+                    cache[s.key] = proc.encode_prompt(s)
+                prompts.append(cache[s.key])
                 targets.append(ids)
             except DataError as err:
                 rejects.add(err)

@@ -305,7 +305,8 @@ def _dedupe_key(rec: dict) -> str:
 
 
 def generate(spec: SyntheticSpec, out_dir: str | Path, progress: bool = True) -> dict[str, Path]:
-    """Writes ``train.jsonl`` and ``test.jsonl`` (plus images/ and videos/) under ``out_dir``.
+    """Writes ``train.jsonl`` and ``test.jsonl`` (plus images/, videos/ and per-modality subsets
+    ``{split}_{image,video,text}.jsonl``) under ``out_dir``.
 
     Test records whose question and scene also occur in train are regenerated, so the splits
     never overlap (``disjoint=False`` allows overlap: level 0 has only a few hundred distinct
@@ -344,6 +345,12 @@ def generate(spec: SyntheticSpec, out_dir: str | Path, progress: bool = True) ->
         with open(paths[split], "w") as fh:
             for rec in records:
                 fh.write(json.dumps(rec) + "\n")
+        # per-modality subsets, for data mixtures that route each modality to its own teacher
+        for modality, domains in (("image", IMAGE_DOMAINS), ("video", VIDEO_DOMAINS), ("text", TEXT_DOMAINS)):
+            with open(out / f"{split}_{modality}.jsonl", "w") as fh:
+                for rec in records:
+                    if rec["domain"] in domains:
+                        fh.write(json.dumps(rec) + "\n")
     with open(out / "spec.json", "w") as fh:
         json.dump({k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()}, fh, indent=1)
     return paths

@@ -27,12 +27,12 @@ from .algo.balance import online_balance_keep
 from .algo.margin import greedy_margin_mask, margin_shift, order_consistency, trajectory_returns
 from .algo.opd import logratio_mask, opd_advantages, teacher_failure_mask
 from .config import Config, ConfigError
-from .data import DataError, PromptSampler, RejectLog, load_jsonl
+from .data import DataError, MixtureSampler, PromptSampler, RejectLog, load_jsonl
 from .evaluate import evaluate
 from .metrics import MetricsLogger, Timer
 from .models import load_model, load_processor, response_logprobs
 from .rollout import SamplingParams, make_rollout_engine
-from .teacher import make_teacher
+from .teacher import TeacherScores, make_teacher
 from .training import make_training_engine
 from .verifiers import verify
 
@@ -47,8 +47,8 @@ def pad_rows(rows: list[list[float]], value: float = 0.0) -> torch.Tensor:
 
 class Trainer:
     def __init__(self, cfg: Config):
-        if cfg.teacher is None:
-            raise ConfigError("teacher: required for distillation")
+        if not cfg.teacher_registry:
+            raise ConfigError("teacher: required for distillation (or the named 'teachers')")
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.timer = Timer()
@@ -62,27 +62,27 @@ class Trainer:
         self.engine.barrier()
         rejects_path = cfg.rejects_path if self.is_main else cfg.rejects_path.with_suffix(f".rank{self.rank}.jsonl")
         self.rejects = RejectLog(rejects_path)
-        # every rank reads the whole file (same order); only rank 0 records the rejects
-        self.samples = load_jsonl(cfg.data.train_path, cfg.data.strict,
-                                  self.rejects if self.is_main else RejectLog(None),
-                                  cfg.data.verify_media, progress=self.is_main and cfg.logging.progress)
+        # every rank reads the whole data (same order); only rank 0 records the rejects
+        self.samples, self.sampler = self.load_data()
         self.test_samples = []
         if cfg.data.test_path and cfg.train.eval_every:
             self.test_samples = load_jsonl(cfg.data.test_path, strict=False, verify_media=cfg.data.verify_media)
             self.test_samples = self.test_samples[: cfg.train.eval_samples]
         self.student_proc = load_processor(cfg.student)
         self.suppressed = self.student_proc.suppressed_token_ids
-        teacher_model = load_model(cfg.teacher, frozen=True)
-        self.teacher = make_teacher("hf", model=teacher_model, processor=load_processor(cfg.teacher),
-                                    micro_batch_size=cfg.train.micro_batch_size,
-                                    temperature=cfg.rollout.temperature, chunk_size=cfg.train.logprob_chunk,
-                                    suppressed_ids=self.suppressed)
+        # teachers are loaded once; each prompt is scored by exactly one of them
+        self.teachers = {
+            name: make_teacher(t.backend, model=load_model(t, frozen=True), processor=load_processor(t), name=name,
+                               micro_batch_size=cfg.train.micro_batch_size, temperature=cfg.rollout.temperature,
+                               suppressed_ids=self.suppressed, student_tokenizer=self.student_proc.tokenizer,
+                               shared_vocab=t.shared_vocab, strip_response_prefix=t.strip_response_prefix,
+                               device=t.device, offload_when_idle=t.offload_when_idle)
+            for name, t in cfg.teacher_registry.items()}
         self.ref_model = None
         if cfg.algo.kl_coef > 0:
             self.ref_model = load_model(cfg.student, frozen=True)
         self.rollout = make_rollout_engine(cfg.rollout.backend, model=self.engine.module,
                                            processor=self.student_proc, batch_size=cfg.rollout.batch_size)
-        self.sampler = PromptSampler(len(self.samples), cfg.seed)
         self.prompt_cache: dict = {}
         self.bad_ids: set[str] = set()
         self.step = 0
@@ -97,13 +97,37 @@ class Trainer:
             # a fresh start begins a fresh log; a resume drops rows a killed run wrote after its checkpoint
             self.logger.truncate_after(self.step if resumed else -1)
 
-    # -- prompts ------------------------------------------------------------------------------
+    # -- data and prompts ---------------------------------------------------------------------
+    def load_data(self):
+        """The training records and their sampler: one file, or a weighted mixture with teacher tags."""
+        d = self.cfg.data
+        rejects = self.rejects if self.is_main else RejectLog(None)
+        progress = self.is_main and self.cfg.logging.progress
+        if not d.mixture:
+            samples = load_jsonl(d.train_path, d.strict, rejects, d.verify_media, progress=progress)
+            return samples, PromptSampler(len(samples), self.cfg.seed)
+        samples, sizes = [], []
+        for entry in d.mixture:
+            part = load_jsonl(entry.path, d.strict, rejects, d.verify_media, progress=progress)
+            for s in part:
+                s.teacher = s.teacher or entry.teacher
+            samples += part
+            sizes.append(len(part))
+        return samples, MixtureSampler(sizes, [e.weight for e in d.mixture], self.cfg.seed)
+
+    def teacher_of(self, sample) -> str:
+        names = list(self.teachers)
+        name = sample.teacher or self.cfg.data.default_teacher or (names[0] if len(names) == 1 else None)
+        if name not in self.teachers:
+            raise sample.error(DataError, f"record routes to teacher {name!r}, not one of {names}")
+        return name
+
     def encode(self, sample):
-        if sample.id not in self.prompt_cache:
+        if sample.key not in self.prompt_cache:
             if len(self.prompt_cache) >= self.cfg.train.prompt_cache:
                 self.prompt_cache.pop(next(iter(self.prompt_cache)))
-            self.prompt_cache[sample.id] = self.student_proc.encode_prompt(sample)
-        return self.prompt_cache[sample.id]
+            self.prompt_cache[sample.key] = self.student_proc.encode_prompt(sample)
+        return self.prompt_cache[sample.key]
 
     def next_prompts(self):
         """This rank's prompts of the next step; bad ones are rejected once and skipped."""
@@ -115,6 +139,7 @@ class Trainer:
             if s.id in self.bad_ids:
                 continue
             try:
+                self.teacher_of(s)
                 prompts.append(self.encode(s))
             except DataError as err:
                 self.bad_ids.add(s.id)
@@ -174,27 +199,27 @@ class Trainer:
                 lp = response_logprobs(self.engine.forward_model, batch, self.suppressed,
                                        cfg.rollout.temperature, cfg.train.logprob_chunk)["logprobs"]
                 if real:
-                    old[real, : lp.shape[1]] = lp[: len(real)] * batch["response_mask"][: len(real)]
+                    old[real, : lp.shape[1]] = lp[: len(real)].cpu() * batch["response_mask"][: len(real)]
                 if ref is not None and real:
                     rlp = response_logprobs(self.ref_model, batch, self.suppressed, cfg.rollout.temperature,
                                             cfg.train.logprob_chunk)["logprobs"]
-                    ref[real, : rlp.shape[1]] = rlp[: len(real)] * batch["response_mask"][: len(real)]
+                    ref[real, : rlp.shape[1]] = rlp[: len(real)].cpu() * batch["response_mask"][: len(real)]
 
-        # 4. teacher scores
+        # 4. teacher scores: each rollout by its prompt's teacher
         with t("teacher"):
-            scores = self.teacher.score(
-                r_samples, responses, topk=cfg.algo.topk if cfg.algo.loss != "pg" and cfg.algo.distill_support == "topk" else 0,
-                full=cfg.algo.loss != "pg" and cfg.algo.distill_support == "full")
-        teacher_lp = scores.logprobs[:, : response_mask.shape[1]]
+            routes = [self.teacher_of(s) for s in r_samples]
+            scores = self.score_by_teacher(r_samples, responses, routes, response_mask.shape[1])
+        teacher_lp = scores.logprobs
 
         # 5. advantages and masks
         with t("advantages"):
             ok = teacher_failure_mask(teacher_lp, response_mask, scores.failed)
             ratio_keep = logratio_mask(old, teacher_lp, cfg.algo.logratio_threshold)
-            loss_mask = response_mask * ok[:, None] * ratio_keep
+            loss_mask = response_mask * ok[:, None] * ratio_keep * scores.token_mask
             verdict = torch.tensor([1 if c is True else 0 if c is False else -1 for c in correct])
             advantages, loss_mask, calib = self.calibrate(teacher_lp, old, loss_mask, verdict, group)
             stats = self.local_stats(responses, ro, old, teacher_lp, response_mask, loss_mask, ok, correct)
+            per_teacher = self.teacher_metrics(routes, old, teacher_lp, advantages, loss_mask, ok, verdict, group)
 
         # 6. update
         normalizer = self.global_normalizer(loss_mask)
@@ -211,11 +236,63 @@ class Trainer:
         with t("sync"):
             self.rollout.sync_weights()
 
-        metrics = {**self.reduce_stats(stats), **calib, **train_metrics, **self.timer.pop(), **self.rejects.metrics()}
+        metrics = {**self.reduce_stats(stats), **calib, **per_teacher, **train_metrics, **self.timer.pop(),
+                   **self.rejects.metrics()}
         step_time = time.perf_counter() - t_step
         metrics["time/step"] = step_time
         metrics["throughput/tokens_per_s"] = metrics["response/tokens"] / max(step_time, 1e-9)
         return metrics
+
+    def score_by_teacher(self, samples, responses, routes, width) -> TeacherScores:
+        """Scores each rollout with its routed teacher and merges the results into [B, T] tensors."""
+        a = self.cfg.algo
+        topk = a.topk if a.loss != "pg" and a.distill_support == "topk" else 0
+        full = a.loss != "pg" and a.distill_support == "full"
+        n = len(responses)
+        merged = TeacherScores(torch.zeros(n, width), torch.zeros(n, dtype=torch.bool), [None] * n,
+                               token_mask=torch.zeros(n, width))
+        for name, teacher in self.teachers.items():
+            rows = [i for i, r in enumerate(routes) if r == name]
+            if not rows:
+                continue
+            sc = teacher.score([samples[i] for i in rows], [responses[i] for i in rows], topk=topk, full=full)
+            w = min(width, sc.logprobs.shape[1])
+            merged.logprobs[rows, :w] = sc.logprobs[:, :w]
+            merged.token_mask[rows, :w] = sc.token_mask[:, :w] if sc.token_mask is not None else 1.0
+            merged.failed[rows] = sc.failed
+            for j, i in enumerate(rows):
+                merged.reasons[i] = sc.reasons[j] if sc.reasons else None
+            for attr, shape in (("topk_ids", (n, width, topk)), ("topk_logprobs", (n, width, topk))):
+                src = getattr(sc, attr)
+                if src is not None:
+                    if getattr(merged, attr) is None:
+                        setattr(merged, attr, torch.zeros(shape, dtype=src.dtype))
+                    getattr(merged, attr)[rows, :w] = src[:, :w]
+            if sc.full_logprobs is not None:
+                if merged.full_logprobs is None:
+                    merged.full_logprobs = torch.zeros(n, width, sc.full_logprobs.shape[-1])
+                merged.full_logprobs[rows, :w] = sc.full_logprobs[:, :w]
+        return merged
+
+    def teacher_metrics(self, routes, old, teacher_lp, advantages, loss_mask, ok, verdict, group) -> dict[str, float]:
+        """Reverse KL, failures and inversion rate per teacher (only with more than one teacher)."""
+        if len(self.teachers) < 2:
+            return {}
+        out = {}
+        for k, name in enumerate(self.teachers):
+            rows = torch.tensor([r == name for r in routes], dtype=torch.bool)
+            counted = loss_mask.bool() & rows[:, None]
+            vec = torch.tensor([((old - teacher_lp) * counted).sum().item(), counted.sum().item(),
+                                float(((ok == 0) & rows).sum().item()), float(rows.sum().item())], dtype=torch.float64)
+            vec = self.engine.all_reduce(vec)
+            out[f"teacher/{name}/reverse_kl"] = (vec[0] / vec[1].clamp(min=1)).item()
+            out[f"teacher/{name}/failed"] = vec[2].item()
+            out[f"teacher/{name}/rollouts"] = vec[3].item()
+            if rows.any():
+                eligible = torch.where(loss_mask.sum(-1) > 0, verdict, torch.full_like(verdict, -1))
+                out[f"teacher/{name}/inversion_rate"] = order_consistency(
+                    trajectory_returns(advantages, loss_mask)[rows], eligible[rows], group[rows])["inversion_rate"]
+        return out
 
     def calibrate(self, teacher_lp, old, loss_mask, verdict, group):
         """Online balancing, then margin calibration (RECIPE 3b, 4). Returns (advantages, loss mask, metrics).
@@ -283,9 +360,10 @@ class Trainer:
         real = [r for r in rows if r >= 0]
         take = real or [0]
         width = batch["responses"].shape[1]
+        device = getattr(model, "device", None) or next(model.parameters()).device
 
         def sl(x):
-            return x[take, :width]
+            return x[take, :width].to(device)
 
         mask = sl(tensors["mask"]) * (1.0 if real else 0.0)
         out = response_logprobs(model, batch, self.suppressed, self.cfg.rollout.temperature, self.cfg.train.logprob_chunk,
@@ -299,11 +377,11 @@ class Trainer:
         else:
             student_full = out["full_logprobs"]
             if cfg.distill_support == "full":
-                s_lp, t_lp = student_full, tensors["t_full"][take, :width]
+                s_lp, t_lp = student_full, sl(tensors["t_full"])
             else:
-                ids = tensors["t_topk_ids"][take, :width]
+                ids = sl(tensors["t_topk_ids"])
                 s_lp = renormalise_topk(student_full.gather(-1, ids))
-                t_lp = renormalise_topk(tensors["t_topk_lp"][take, :width])
+                t_lp = renormalise_topk(sl(tensors["t_topk_lp"]))
             per_token = distribution_loss(s_lp, t_lp, cfg.loss, cfg.jsd_beta)
             loss = aggregate(per_token, mask, cfg.aggregation, normalizer)
         if cfg.kl_coef > 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from uniopd_mm.algo.logprobs import selective_log_softmax
+from uniopd_mm.models import to_device
 
 from .base import RolloutEngine, RolloutOutput, SamplingParams
 
@@ -32,7 +33,7 @@ class HFRollout(RolloutEngine):
             for start in tqdm(range(0, len(expanded), self.batch_size), desc="rollout", leave=False,
                               disable=not self.progress):
                 chunk = expanded[start:start + self.batch_size]
-                batch = proc.rollout_batch([p for _, p in chunk])
+                batch = to_device(proc.rollout_batch([p for _, p in chunk]), self.model)
                 width = batch["input_ids"].shape[1]
                 kwargs = dict(max_new_tokens=params.max_new_tokens, eos_token_id=sorted(eos),
                               pad_token_id=proc.pad_token_id, suppress_tokens=suppressed or None,
@@ -44,8 +45,8 @@ class HFRollout(RolloutEngine):
                                   top_k=params.top_k or None)
                 with torch.no_grad():
                     gen = self.model.generate(**batch, **kwargs)
-                seqs = gen.sequences[:, width:]
-                logits = torch.stack(gen.logits, dim=1)  # [N, T, V] raw logits
+                seqs = gen.sequences[:, width:].cpu()
+                logits = torch.stack(gen.logits, dim=1).cpu()  # [N, T, V] raw logits
                 temp = 1.0 if params.greedy else params.temperature
                 lps = selective_log_softmax(logits, seqs, suppressed, temp)
                 for row, (idx, _) in enumerate(chunk):

@@ -15,6 +15,7 @@ class TeacherScores:
     topk_ids: torch.Tensor | None = None      # [B, T, K] the teacher's top-k tokens
     topk_logprobs: torch.Tensor | None = None  # [B, T, K] their log-probs
     full_logprobs: torch.Tensor | None = None  # [B, T, V] when requested (local teachers)
+    token_mask: torch.Tensor | None = None    # [B, T] 1 where the teacher scored the token (None: all)
 
 
 class TeacherScorer:

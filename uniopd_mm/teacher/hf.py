@@ -1,75 +1,132 @@
-"""A local Hugging Face teacher: the teacher's processor renders the prompt, the student's response
-ids follow it, and one no-grad forward gives the teacher's log-probs of those ids."""
+"""A local Hugging Face teacher: the teacher's processor renders the prompt (its own chat template
+and modality view), the student's response follows it, and one no-grad forward gives the teacher's
+log-probs of the response tokens.
+
+Shared vocabulary: the student's response ids are scored as they are. Another vocabulary: the
+response text is re-tokenised with the teacher's tokenizer and the teacher's log-probs are
+projected onto the student's tokens through character offsets (``algo.xtok.project_logprobs``).
+"""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from uniopd_mm.algo.xtok import project_logprobs
 from uniopd_mm.data import DataError
 from uniopd_mm.models import score_response_tokens
 
 from .base import TeacherScorer, TeacherScores
 
 
+def student_spans(tokenizer, ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
+    """The response text and the (start, end) character span of each student token (cumulative decode)."""
+    spans, prev = [], ""
+    for i in range(len(ids)):
+        text = tokenizer.decode(ids[: i + 1], skip_special_tokens=False)
+        start = len(prev) if text.startswith(prev) else min(len(prev), len(text))
+        spans.append((start, len(text)))
+        prev = text
+    return prev, spans
+
+
 class HFTeacher(TeacherScorer):
     def __init__(self, model, processor, name: str = "teacher", micro_batch_size: int = 16,
-                 temperature: float = 1.0, chunk_size: int = 256, suppressed_ids=None, prompt_cache=None):
+                 temperature: float = 1.0, chunk_size: int = 256, suppressed_ids=None, prompt_cache=None,
+                 student_tokenizer=None, shared_vocab: bool | None = None, strip_response_prefix: str | None = None,
+                 device: str | None = None, offload_when_idle: bool = False):
         self.model, self.processor, self.name = model.eval(), processor, name
         self.micro_batch_size, self.temperature, self.chunk_size = micro_batch_size, temperature, chunk_size
-        # NOTE: the student's suppressed ids (never sampled) are masked here too, so both
-        # distributions live on the same support.
-        self.suppressed = sorted(set(suppressed_ids or []) | set(processor.suppressed_token_ids))
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.cache = prompt_cache if prompt_cache is not None else {}
+        self.student_tokenizer = student_tokenizer or processor.tokenizer
+        if shared_vocab is None:
+            shared_vocab = self.student_tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+        self.shared_vocab = shared_vocab
+        # NOTE: with a shared vocabulary the student's suppressed ids (never sampled) are masked here
+        # too, so both distributions live on the same support.
+        own = set(processor.suppressed_token_ids)
+        self.suppressed = sorted(own | set(suppressed_ids or [])) if shared_vocab else sorted(own)
+        self.prefix_ids = (self.student_tokenizer(strip_response_prefix, add_special_tokens=False)["input_ids"]
+                           if strip_response_prefix else [])
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.offload = offload_when_idle
+        self.model.to("cpu" if offload_when_idle else self.device)
 
     def encode(self, sample):
-        key = sample.id
+        key = sample.key
         if key not in self.cache:
             self.cache[key] = self.processor.encode_prompt(sample)
         return self.cache[key]
 
+    def _teacher_ids(self, response: list[int]) -> tuple[list[int], int, tuple | None]:
+        """(ids to score, offset of the first scored student token, cross-tokenizer info or None)."""
+        start = 0
+        if self.prefix_ids and response[: len(self.prefix_ids)] == self.prefix_ids:
+            start = len(self.prefix_ids)
+        body = response[start:]
+        if self.shared_vocab:
+            if any(t >= self.vocab_size for t in body):
+                raise ValueError(f"response id >= teacher vocabulary size {self.vocab_size}")
+            return body, start, None
+        text, spans = student_spans(self.student_tokenizer, body)
+        enc = self.processor.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ends = [e for _, e in enc["offset_mapping"]]
+        return list(enc["input_ids"]), start, (torch.tensor(ends), torch.tensor(spans, dtype=torch.long))
+
     def score(self, samples, responses, topk: int = 0, full: bool = False) -> TeacherScores:
+        if not self.shared_vocab and (topk or full):
+            raise ValueError(f"teacher {self.name}: top-k / full-vocabulary losses need a shared vocabulary")
         n = len(samples)
         width = max(1, max((len(r) for r in responses), default=1))
-        logprobs = torch.zeros(n, width)
+        logprobs, token_mask = torch.zeros(n, width), torch.zeros(n, width)
         failed = torch.zeros(n, dtype=torch.bool)
         reasons: list[str | None] = [None] * n
         topk_ids = torch.zeros(n, width, topk, dtype=torch.long) if topk else None
-        topk_lp = torch.full((n, width, topk), -math.inf) if topk else None
+        topk_lp = torch.full((n, width, topk), float("-inf")) if topk else None
         full_lp = None
-        ok = []
-        prompts = {}
+        prepared = {}
         for i, (s, r) in enumerate(zip(samples, responses)):
             try:
-                if any(t >= self.vocab_size for t in r):
-                    raise ValueError(f"response id >= teacher vocabulary size {self.vocab_size}")
-                prompts[i] = self.encode(s)
-                ok.append(i)
+                prepared[i] = (self.encode(s), *self._teacher_ids(r))
             except (DataError, ValueError) as e:
                 failed[i], reasons[i] = True, f"{type(e).__name__}: {e}"
-        for start in range(0, len(ok), self.micro_batch_size):
-            idx = ok[start:start + self.micro_batch_size]
-            try:
-                batch = self.processor.training_batch([prompts[i] for i in idx], [responses[i] for i in idx])
-                sc = score_response_tokens(self.model, batch, self.suppressed, self.temperature, self.chunk_size,
-                                           topk=topk, full=full)
-                lp = sc["logprobs"]
-                t = lp.shape[1]
-                mask = batch["response_mask"].bool()
-                for row, i in enumerate(idx):
-                    if int(mask[row].sum()) != len(responses[i]):
-                        failed[i] = True
-                        reasons[i] = f"LengthMismatch: teacher scored {int(mask[row].sum())} tokens of {len(responses[i])}"
-                logprobs[idx, :t] = torch.where(mask, lp, torch.zeros_like(lp))
-                if topk:
-                    topk_ids[idx, :t], topk_lp[idx, :t] = sc["topk_ids"], sc["topk_logprobs"]
-                if full:
-                    if full_lp is None:
-                        full_lp = torch.zeros(n, width, sc["full_logprobs"].shape[-1])
-                    full_lp[idx, :t] = sc["full_logprobs"]
-            except Exception as e:  # one bad micro-batch must not take the step down
-                for i in idx:
-                    failed[i], reasons[i] = True, f"{type(e).__name__}: {e}"
-        return TeacherScores(logprobs, failed, reasons, topk_ids, topk_lp, full_lp)
+        ok = list(prepared)
+        if self.offload:
+            self.model.to(self.device)
+        try:
+            for start in range(0, len(ok), self.micro_batch_size):
+                idx = ok[start:start + self.micro_batch_size]
+                try:
+                    batch = self.processor.training_batch([prepared[i][0] for i in idx], [prepared[i][1] for i in idx])
+                    sc = score_response_tokens(self.model, batch, self.suppressed, self.temperature, self.chunk_size,
+                                               topk=topk, full=full)
+                    mask = batch["response_mask"].bool()
+                    for row, i in enumerate(idx):
+                        _, ids, offset, xtok = prepared[i]
+                        if int(mask[row].sum()) != len(ids):
+                            raise_row = f"LengthMismatch: teacher scored {int(mask[row].sum())} tokens of {len(ids)}"
+                            failed[i], reasons[i] = True, raise_row
+                            continue
+                        lp = sc["logprobs"][row, : len(ids)].float().cpu()
+                        if xtok is None:
+                            logprobs[i, offset: offset + len(ids)] = lp
+                            token_mask[i, offset: offset + len(ids)] = 1.0
+                        else:
+                            ends, spans = xtok
+                            proj, pmask = project_logprobs(ends, lp, spans)
+                            logprobs[i, offset: offset + len(spans)] = proj
+                            token_mask[i, offset: offset + len(spans)] = pmask
+                        if topk:
+                            topk_ids[i, offset: offset + len(ids)] = sc["topk_ids"][row, : len(ids)].cpu()
+                            topk_lp[i, offset: offset + len(ids)] = sc["topk_logprobs"][row, : len(ids)].float().cpu()
+                        if full:
+                            if full_lp is None:
+                                full_lp = torch.zeros(n, width, sc["full_logprobs"].shape[-1])
+                            full_lp[i, offset: offset + len(ids)] = sc["full_logprobs"][row, : len(ids)].float().cpu()
+                except Exception as e:  # one bad micro-batch must not take the step down
+                    for i in idx:
+                        failed[i], reasons[i] = True, f"{type(e).__name__}: {e}"
+        finally:
+            if self.offload:
+                self.model.to("cpu")
+        return TeacherScores(logprobs, failed, reasons, topk_ids, topk_lp, full_lp, token_mask)
