@@ -25,7 +25,8 @@ models: $(STAMP)
 data: $(STAMP)
 	$(PY) scripts/make_synthetic_data.py --out $(ART)/synthetic
 
-run: models data
+run: $(STAMP)
+	$(PY) scripts/run_main.py --out runs/main --artifacts $(ART)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -58,6 +58,13 @@ def _decode_scene(img: np.ndarray, grid: int) -> dict[tuple[int, int], tuple[str
 def _answer_from_pixels(rec, root) -> str:
     q = rec["messages"][0]["content"][-1]["text"]
     grid = rec["meta"]["scene"]["grid"]
+    if rec["domain"] == "video-color":
+        frames = _frames(root / rec["messages"][0]["content"][0]["video"])
+        first, last = _decode_scene(frames[0], grid), _decode_scene(frames[-1], grid)
+        shape = re.match(r"What color is the moving (\w+)\?", q)[1]
+        moved = [v for k, v in first.items() if v[1] == shape and last.get(k) != v]
+        assert len(moved) == 1
+        return moved[0][0]
     if rec["domain"] == "motion":
         frames = _frames(root / rec["messages"][0]["content"][0]["video"])
         first, last = _decode_scene(frames[0], grid), _decode_scene(frames[-1], grid)
@@ -97,7 +104,8 @@ def test_answers_recomputed_from_pixels(synth_dir):
         # the text view names every object of the scene at its cell
         for obj in rec["meta"]["scene"]["objects"]:
             assert f"{obj['color']} {obj['shape']}" in rec["text_view"]
-    assert domains == {"shapes-color", "shapes-count", "shapes-position", "shapes-arith", "motion", "text-arith"}
+    assert domains == {"shapes-color", "shapes-count", "shapes-position", "shapes-arith", "motion", "video-color",
+                       "text-arith"}
 
 
 def test_splits_do_not_overlap(synth_dir):

@@ -98,6 +98,15 @@ def test_lora_trains_adapters_and_exports_merged(tiny_dir, synth_dir, synth_samp
     assert not torch.allclose(_logits(base, trainer.student_proc, samples), ours, atol=1e-5)
 
 
+def test_gradient_checkpointing_step(tiny_dir, synth_dir, tmp_path):
+    cfg = tiny_config(tiny_dir, synth_dir, tmp_path / "gc", overrides=["train.steps=1", "train.gradient_checkpointing=true"])
+    trainer = Trainer(cfg)
+    assert trainer.engine.module.is_gradient_checkpointing
+    trainer.train()
+    row = read_metrics(tmp_path / "gc" / "metrics.jsonl")[0]
+    assert row["train/grad_norm"] > 0 and row["train/skipped"] == 0.0
+
+
 @pytest.mark.parametrize("loss", ["reverse_kl", "jsd"])
 def test_distribution_losses_run(tiny_dir, synth_dir, tmp_path, loss):
     support = "full" if loss == "reverse_kl" else "topk"

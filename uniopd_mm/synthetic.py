@@ -33,7 +33,7 @@ SHAPES = ("square", "circle", "triangle")
 BACKGROUND = (255, 255, 255)
 
 IMAGE_DOMAINS = ("shapes-color", "shapes-count", "shapes-position", "shapes-arith")
-VIDEO_DOMAINS = ("motion",)
+VIDEO_DOMAINS = ("motion", "video-color")
 TEXT_DOMAINS = ("text-arith",)
 ALL_DOMAINS = IMAGE_DOMAINS + VIDEO_DOMAINS + TEXT_DOMAINS
 
@@ -271,10 +271,14 @@ def make_record(rng: np.random.Generator, domain: str, level: int, idx: str, out
     elif domain in VIDEO_DOMAINS:
         scene, start, end, frames, positions = _make_motion(rng, level, spec)
         mover = scene.objects[0]
-        d = _direction(*start, *end)
-        q = f"Which direction does the {mover.name} move?"
-        sol = f"{mover.name} row {start[0]} column {start[1]} to row {end[0]} column {end[1]}, so {d}"
-        ans = d
+        if domain == "motion":
+            d = _direction(*start, *end)
+            q = f"Which direction does the {mover.name} move?"
+            sol = f"{mover.name} row {start[0]} column {start[1]} to row {end[0]} column {end[1]}, so {d}"
+            ans = d
+        else:  # video-color: the colour of the shape that moves (static shapes are distractors)
+            q = f"What color is the moving {mover.shape}?"
+            sol, ans = f"{mover.shape}: {mover.color}, so {mover.color}", mover.color
         rel = f"videos/{idx}.mp4"
         if out_dir is not None:
             write_video(frames, out_dir / rel, spec.video_fps)
