@@ -48,9 +48,15 @@ def test_torch_and_deepspeed_agree_on_one_step(tiny_dir, fixed_batch):
         ds, ds_params = _one_step("deepspeed", tiny_dir, fixed_batch, zero_stage=stage)
         assert ds["train/loss"] == pytest.approx(ref["train/loss"], rel=1e-5), stage
         assert ds["train/grad_norm"] == pytest.approx(ref["train/grad_norm"], rel=1e-4), stage
-        # lr 1e-2: the first Adam step moves each weight by about 1e-2; ZeRO-3 reduces in another order
+        # lr 1e-2: the first Adam step moves each weight by about +-1e-2 whatever its gradient's size, so
+        # a weight whose gradient is ~0 may step either way when ZeRO-3 sums in another order: compare
+        # stage 3 on the bulk of the weights (stage 0 must match everywhere)
         for k, v in ref_params.items():
-            assert torch.allclose(ds_params[k], v, atol=1e-6 if stage == 0 else 2e-5), (stage, k)
+            if stage == 0:
+                assert torch.allclose(ds_params[k], v, atol=1e-6), (stage, k)
+            else:
+                close = ((ds_params[k] - v).abs() <= 2e-5).float().mean().item()
+                assert close >= 0.999, (stage, k, close)
 
 
 def test_nonfinite_loss_skips_the_step(tiny_dir, fixed_batch):

@@ -65,3 +65,24 @@ def test_gradio_lives_only_in_demo():
     offenders = [str(p.relative_to(ROOT)) for folder in ("uniopd_mm", "processors", "scripts", "eval")
                  for p in (ROOT / folder).rglob("*.py") if "gradio" in _all_imports(p)]
     assert not offenders
+
+
+def test_algo_is_pure_tensor_math():
+    """uniopd_mm/algo imports torch and the standard library only (no distributed, transformers, ...)."""
+    import sys as _sys
+
+    allowed = {"torch", "__future__"} | set(_sys.stdlib_module_names)
+    offenders = []
+    for path in (ROOT / "uniopd_mm" / "algo").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods = [node.module]
+            else:
+                continue
+            for m in mods:
+                if m.split(".")[0] not in allowed or m.startswith("torch.distributed"):
+                    offenders.append(f"{path.name}: {m}")
+    assert not offenders

@@ -119,21 +119,24 @@ def test_distribution_losses_run(tiny_dir, synth_dir, tmp_path, loss):
     assert "checkpoint" in result
 
 
-def test_two_process_deepspeed_zero3(tiny_dir, synth_dir, tmp_path):
-    """`deepspeed --num_gpus 2 scripts/train_mm.py` on the CPU: ZeRO-3, gloo, prompts sharded."""
+@pytest.mark.parametrize("student, family, stage", [("qwen3-student", "text", 3), ("qwen2_vl-student", "qwen2_vl", 2)])
+def test_two_process_deepspeed(tiny_dir, synth_dir, tmp_path, student, family, stage):
+    """`deepspeed --num_gpus 2 scripts/train_mm.py` on the CPU: ZeRO-3 (text student) and ZeRO-2 (VL
+    student on mixed image/video/text prompts), gloo, prompts sharded."""
     out = tmp_path / "ds"
     cfg = tmp_path / "cfg.yaml"
     import yaml
 
-    c = tiny_config(tiny_dir, synth_dir, out)
+    teacher = "qwen3-teacher" if family == "text" else "qwen2_vl-teacher"
+    c = tiny_config(tiny_dir, synth_dir, out, student=student, teacher=teacher, family=family)
     from dataclasses import asdict
 
     d = asdict(c)
-    d["train"].update(engine="deepspeed", zero_stage=3, steps=2, save_every=0)
+    d["train"].update(engine="deepspeed", zero_stage=stage, steps=2, save_every=0)
     cfg.write_text(yaml.safe_dump(d))
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", "29617",
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(29617 + stage),
            str(ROOT / "scripts" / "train_mm.py"), "--config", str(cfg)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, start_new_session=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]

@@ -22,6 +22,7 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: Aggregation,
     gradients are averaged) so micro-batches add up to the mean over the whole batch.
     """
     mask = mask.to(values.dtype)
+    values = torch.where(mask.bool(), values, torch.zeros_like(values))  # NaN/inf at masked positions never leak
     if mode == "token_mean":
         total = (values * mask).sum()
         denom = normalizer if normalizer is not None else mask.sum().clamp(min=1.0)

@@ -82,7 +82,7 @@ class HFTeacher(TeacherScorer):
         failed = torch.zeros(n, dtype=torch.bool)
         reasons: list[str | None] = [None] * n
         topk_ids = torch.zeros(n, width, topk, dtype=torch.long) if topk else None
-        topk_lp = torch.full((n, width, topk), float("-inf")) if topk else None
+        topk_lp = torch.zeros(n, width, topk) if topk else None  # unscored positions: finite, and masked
         full_lp = None
         prepared = {}
         for i, (s, r) in enumerate(zip(samples, responses)):
