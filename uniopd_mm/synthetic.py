@@ -16,7 +16,6 @@ function of its seed and sizes.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -235,7 +234,7 @@ def _text_arith(rng: np.random.Generator, level: int) -> tuple[str, str, str]:
     expr = " ".join(str(nums[0]) if i == 0 else f"{ops[i - 1]} {nums[i]}" for i in range(n))
     steps = []
     # multiplications first, left to right
-    vals, pending = [nums[0]], []
+    vals = [nums[0]]
     for op, x in zip(ops, nums[1:]):
         if op == "*":
             prod = vals[-1] * x
