@@ -8,7 +8,6 @@ Writes <output_dir>/final (Hugging Face format with the processor) and metrics.j
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -20,18 +19,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("overrides", nargs="*")
-    args = ap.parse_args(argv)
-    from uniopd_mm.config import load_config
+    from uniopd_mm.config import config_from_cli
     from uniopd_mm.sft import run_sft
 
-    overrides = list(args.overrides)
-    if (args.local_rank is not None or "LOCAL_RANK" in os.environ) and not any(o.startswith("train.engine=") for o in overrides):
-        overrides.append("train.engine=deepspeed")
-    result = run_sft(load_config(args.config, overrides))
+    result = run_sft(config_from_cli(argv, __doc__))
     print(json.dumps({k: v for k, v in result.items() if k.startswith("eval/") or k in ("final", "train/loss")}, indent=1))
     return result
 

@@ -11,7 +11,6 @@ in Hugging Face format), rejects.jsonl.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -23,20 +22,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by the deepspeed launcher
-    ap.add_argument("overrides", nargs="*", help="dotted.key=value")
-    args = ap.parse_args(argv)
-    from uniopd_mm.config import load_config
+    from uniopd_mm.config import config_from_cli
     from uniopd_mm.trainer import Trainer
 
-    overrides = list(args.overrides)
-    launched = args.local_rank is not None or "LOCAL_RANK" in os.environ
-    if launched and not any(o.startswith("train.engine=") for o in overrides):
-        overrides.append("train.engine=deepspeed")
-    cfg = load_config(args.config, overrides)
-    trainer = Trainer(cfg)
+    trainer = Trainer(config_from_cli(argv, __doc__))
     result = trainer.train()
     if trainer.is_main:
         keys = [k for k in result if k.startswith(("eval/", "opd/reverse_kl", "reward/")) or k == "checkpoint"]

@@ -258,6 +258,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"{where}{e}") from None
 
 
+def config_from_cli(argv=None, description: str | None = None) -> Config:
+    """``--config FILE [dotted.key=value ...]`` for the entry scripts.
+
+    Under the deepspeed launcher (``--local_rank`` or ``LOCAL_RANK`` set) the engine defaults to
+    DeepSpeed unless an override names ``train.engine``.
+    """
+    import argparse
+    import os
+
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by the deepspeed launcher
+    ap.add_argument("overrides", nargs="*", help="dotted.key=value")
+    args = ap.parse_args(argv)
+    overrides = list(args.overrides)
+    launched = args.local_rank is not None or "LOCAL_RANK" in os.environ
+    if launched and not any(o.startswith("train.engine=") for o in overrides):
+        overrides.append("train.engine=deepspeed")
+    return load_config(args.config, overrides)
+
+
 if __name__ == "__main__":
     for name, tp, default, help_ in describe(Config):
         print(f"{name:42s} {tp:28s} {default!r:14s} {help_}")
