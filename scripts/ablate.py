@@ -1,13 +1,26 @@
-"""Ablation of the Uni-OPD components on the synthetic task, same seeds and steps for every row.
+"""Learning ablation on the synthetic task: every row gets the same seeds and the same wall-clock
+budget of training, and is judged by greedy test accuracy against training time.
 
-    python scripts/ablate.py [--out runs/ablate --steps 60 --domains shapes-color --level 0 --seeds 0]
+    python scripts/ablate.py [--out runs/ablate --budget 120 --seeds 0 --rows all]
 
-Setup (cached under --out): synthetic data, a teacher fine-tuned with SFT (the tiny qwen2_vl
-teacher preset) and a weaker student (the student preset, fewer SFT steps). Then one OPD run per
-row: plain OPD, online balancing alone, margin shift alone, greedy margin mask alone, full Uni-OPD
-(multimodal preset: r = 1, mean / correct_up / delta 0) and the text preset (mean / both / delta
-0.4). Writes results.json, results.md (the table) and curves.png (accuracy, reverse KL and
-inversion rate over steps).
+Setup (cached under --out): synthetic image and video colour questions (the `make run` task),
+a teacher made by SFT on both domains (the tiny qwen2_vl teacher preset), two expert teachers
+(one SFT'd on the image questions only, one on the video questions only) for the multi-teacher
+row, and a weak student (the student preset, fewer SFT steps). Then one run per row and seed:
+
+- ``sft on teacher answers``: sequence-level KD, the baseline a user would try first: the teacher
+  greedily answers every training prompt (the time this takes is charged to the row's budget)
+  and the student is fine-tuned on those answers for the rest of the budget;
+- ``opd``: plain sampled-token OPD (per-token reward log pi_T - log pi_theta, clipped PG);
+- ``opd top-8 reverse KL`` / ``opd full reverse KL``: the exact reverse KL over the teacher's
+  top-8 tokens (renormalised) or over the whole vocabulary, at every sampled position;
+- ``+online balance``, ``+margin shift``, ``+margin mask``: one Uni-OPD component on top of OPD;
+- ``uni-opd (mm preset)``, ``uni-opd (text preset)``: the full recipe with each preset;
+- ``uni-opd with 2 expert teachers``: the mm preset with image prompts routed to the image expert and
+  video prompts to the video expert (single teacher vs multi-teacher).
+
+Writes results.json, results.md (the table) and curves.png (accuracy against training seconds;
+reverse KL and inversion rate against step).
 """
 
 from __future__ import annotations
@@ -24,22 +37,34 @@ os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 PIXELS = {"image_min_pixels": 784, "image_max_pixels": 50176, "video_min_pixels": 784, "video_max_pixels": 12544}
+DOMAINS = ("shapes-color", "video-color")
+SEQKD = "sft on teacher answers"
+MULTI = "uni-opd with 2 expert teachers"
 ROWS = {
+    SEQKD: None,
     "opd": ["algo.preset=opd"],
-    "+online balance": ["algo.balance.enabled=true"],
-    "+margin shift": ["algo.margin.shift=true", "algo.margin.direction=correct_up", "algo.margin.delta=0.0"],
-    "+margin mask": ["algo.margin.mask=true", "algo.margin.delta=0.0"],
+    "opd top-8 reverse KL": ["algo.preset=opd", "algo.loss=reverse_kl", "algo.distill_support=topk", "algo.topk=8"],
+    "opd full reverse KL": ["algo.preset=opd", "algo.loss=reverse_kl", "algo.distill_support=full"],
+    "+online balance": ["algo.preset=opd", "algo.balance.enabled=true"],
+    "+margin shift": ["algo.preset=opd", "algo.margin.shift=true", "algo.margin.direction=correct_up",
+                      "algo.margin.delta=0.0"],
+    "+margin mask": ["algo.preset=opd", "algo.margin.mask=true", "algo.margin.delta=0.0"],
     "uni-opd (mm preset)": ["algo.preset=uniopd_mm"],
     "uni-opd (text preset)": ["algo.preset=uniopd_text"],
+    MULTI: ["algo.preset=uniopd_mm"],
 }
+OPD_LR = 1e-3
+SFT_LR = 1e-3
 
 
-def base_cfg(model, out, data, steps, lr, teacher=None, seed=0, **train):
+def model_cfg(path):
+    return {"path": str(path), "family": "qwen2_vl", "processor": PIXELS}
+
+
+def base_cfg(model, out, train_path, test_path, steps, lr, seed=0, **train):
     return {
-        "name": Path(out).name, "output_dir": str(out), "seed": seed,
-        "student": {"path": str(model), "family": "qwen2_vl", "processor": PIXELS},
-        "teacher": {"path": str(teacher), "family": "qwen2_vl", "processor": PIXELS} if teacher else None,
-        "data": {"train_path": str(data / "train.jsonl"), "test_path": str(data / "test.jsonl")},
+        "name": Path(out).name, "output_dir": str(out), "seed": seed, "student": model_cfg(model),
+        "data": {"train_path": str(train_path), "test_path": str(test_path)},
         "rollout": {"max_new_tokens": 24, "n": 4},
         "train": {"steps": steps, "prompts_per_step": 32, "micro_batch_size": 64, "lr": lr, "warmup_steps": 5,
                   "weight_decay": 0.0, "eval_every": steps, "vision_lr_scale": 0.0, "resume": False, **train},
@@ -47,7 +72,8 @@ def base_cfg(model, out, data, steps, lr, teacher=None, seed=0, **train):
     }
 
 
-def setup(out: Path, domains, level, tiny: Path, teacher_steps: int = 150, student_steps: int = 100):
+def setup(out: Path, tiny: Path, teacher_steps: int, student_steps: int, n_train: int = 1000, n_test: int = 100):
+    """Data, the teacher, the two expert teachers and the weak student (each cached)."""
     from uniopd_mm.config import load_config
     from uniopd_mm.sft import run_sft
     from uniopd_mm.synthetic import SyntheticSpec, generate
@@ -56,52 +82,122 @@ def setup(out: Path, domains, level, tiny: Path, teacher_steps: int = 150, stude
     make_tiny_models(tiny, PRESET_GROUPS["minimal"], progress=False)
     data = out / "data"
     if not (data / "test.jsonl").exists():
-        generate(SyntheticSpec(n_train=1000, n_test=100, domains=tuple(domains), levels=(level,), disjoint=level > 0),
-                 data, progress=False)
+        generate(SyntheticSpec(n_train=n_train, n_test=n_test, domains=DOMAINS, levels=(0,), disjoint=False), data,
+                 progress=False)
     info = {}
-    for role, preset, steps in (("teacher", "qwen2_vl-teacher", teacher_steps), ("student", "qwen2_vl-student", student_steps)):
-        final = out / role / "final"
-        if not final.exists():
+    jobs = (("teacher", "qwen2_vl-teacher", "train.jsonl", "test.jsonl", teacher_steps),
+            ("teacher_image", "qwen2_vl-teacher", "train_image.jsonl", "test_image.jsonl", teacher_steps),
+            ("teacher_video", "qwen2_vl-teacher", "train_video.jsonl", "test_video.jsonl", teacher_steps),
+            ("student", "qwen2_vl-student", "train.jsonl", "test.jsonl", student_steps))
+    for role, preset, train, test, steps in jobs:
+        summary = out / role / "summary.json"
+        if not summary.exists():
+            print(f"== setup: {role} ({steps} SFT steps on {train})", flush=True)
             t0 = time.time()
-            res = run_sft(load_config(None, [], base=base_cfg(tiny / preset, out / role, data, steps, 1e-3)))
-            info[role] = {"accuracy": res["eval/accuracy"], "seconds": time.time() - t0}
-            (out / role / "summary.json").write_text(json.dumps(info[role]))
-        else:
-            info[role] = json.loads((out / role / "summary.json").read_text())
+            res = run_sft(load_config(None, [], base=base_cfg(tiny / preset, out / role, data / train, data / test,
+                                                              steps, SFT_LR)))
+            summary.write_text(json.dumps({"accuracy": res["eval/accuracy"], "seconds": time.time() - t0}))
+        info[role] = json.loads(summary.read_text())
     return data, info
 
 
-def mean(xs):
-    xs = [x for x in xs if x is not None]
-    return sum(xs) / len(xs) if xs else float("nan")
+def teacher_labels(out: Path, data: Path) -> tuple[Path, float]:
+    """The teacher's greedy answer to every training prompt, as SFT records (cached; returns the seconds
+    it took when it was made)."""
+    from uniopd_mm.config import load_config
+    from uniopd_mm.data import load_jsonl
+    from uniopd_mm.evaluate import evaluate
+    from uniopd_mm.models import load_model, load_processor
+    from uniopd_mm.rollout import make_rollout_engine
+
+    path, meta = data / "train_teacher_answers.jsonl", data / "train_teacher_answers.json"
+    if meta.exists():
+        return path, json.loads(meta.read_text())["seconds"]
+    t0 = time.time()
+    cfg = load_config(None, [], base=base_cfg(out / "teacher" / "final", out / "labels", data / "train.jsonl",
+                                              data / "test.jsonl", 1, SFT_LR))
+    model, proc = load_model(cfg.student, frozen=True), load_processor(cfg.student)
+    samples = load_jsonl(data / "train.jsonl")
+    preds: list = []
+    evaluate(make_rollout_engine("hf", model=model, processor=proc, batch_size=64), proc, samples, 24, predictions=preds)
+    answers = {p["id"]: p["response"] for p in preds}
+    with open(data / "train.jsonl") as src, open(path, "w") as dst:
+        for line in src:
+            rec = json.loads(line)
+            rec["messages"] = rec["messages"] + [{"role": "assistant", "content": [{"type": "text", "text": answers[rec["id"]]}]}]
+            dst.write(json.dumps(rec) + "\n")
+    seconds = time.time() - t0
+    meta.write_text(json.dumps({"seconds": seconds, "teacher_train_accuracy": sum(p["correct"] is True for p in preds) / len(preds)}))
+    return path, seconds
 
 
-def run_row(name, overrides, out, data, steps, seed):
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def run_row(name, out, data, budget, seed, eval_every, start_acc):
     from uniopd_mm.config import load_config
     from uniopd_mm.metrics import read_metrics
+    from uniopd_mm.sft import run_sft
     from uniopd_mm.trainer import Trainer
 
-    run_dir = out / "runs" / f"{name.replace(' ', '_').replace('(', '').replace(')', '').replace('+', 'plus_')}-s{seed}"
-    cfg = base_cfg(out / "student" / "final", run_dir, data, steps, 2e-3, teacher=out / "teacher" / "final", seed=seed,
-                   prompts_per_step=16, warmup_steps=0, eval_every=max(1, steps // 4))
+    run_dir = out / "runs" / f"{slug(name)}-s{seed}"
+    offset = 0.0  # seconds charged before training starts (the teacher labelling the data for SFT)
     t0 = time.time()
-    Trainer(load_config(None, overrides, base=cfg)).train()
+    if name == SEQKD:
+        labels, offset = teacher_labels(out, data)
+        cfg = base_cfg(out / "student" / "final", run_dir, labels, data / "test.jsonl", 100000, SFT_LR, seed=seed,
+                       time_budget_s=max(budget - offset, 1.0), eval_every=eval_every, warmup_steps=0)
+        run_sft(load_config(None, [], base=cfg))
+    else:
+        cfg = base_cfg(out / "student" / "final", run_dir, data / "train.jsonl", data / "test.jsonl", 100000, OPD_LR,
+                       seed=seed, prompts_per_step=16, warmup_steps=0, eval_every=eval_every, time_budget_s=budget)
+        if name == MULTI:
+            cfg["teachers"] = {"image": model_cfg(out / "teacher_image" / "final"),
+                               "video": model_cfg(out / "teacher_video" / "final")}
+            cfg["data"] = {"mixture": [{"path": str(data / "train_image.jsonl"), "teacher": "image"},
+                                       {"path": str(data / "train_video.jsonl"), "teacher": "video"}],
+                           "test_path": str(data / "test.jsonl")}
+        else:
+            cfg["teacher"] = model_cfg(out / "teacher" / "final")
+        Trainer(load_config(None, ROWS[name], base=cfg)).train()
     rows = read_metrics(run_dir / "metrics.jsonl")
     train = [r for r in rows if r["step"] > 0]
-    evals = [(r["step"], r["eval/accuracy"]) for r in rows if r.get("eval/accuracy") is not None]
+    # accuracy against training seconds (evaluation excluded; the labelling time of the SFT row included)
+    evals = [(offset + (r.get("time/train_elapsed") or 0.0), r["eval/accuracy"]) for r in rows
+             if r.get("eval/accuracy") is not None]
+    if rows[0]["step"] != 0:  # SFT does not evaluate before its first step: the student's start accuracy
+        evals.insert(0, (0.0, start_acc))
+
+    def tail_mean(key, k):
+        xs = [r.get(key) for r in train[-k:] if r.get(key) is not None]
+        return sum(xs) / len(xs) if xs else None
+
     return {
-        "row": name, "seed": seed, "acc_before": evals[0][1], "acc_after": evals[-1][1],
-        "reverse_kl_end": mean([r["opd/reverse_kl"] for r in train[-5:]]),
-        "inversion_start": mean([r.get("margin/inversion_rate") for r in train[:5]]),
-        "inversion_end": mean([r.get("margin/inversion_rate") for r in train[-5:]]),
-        "sampled_acc_end": mean([r["reward/accuracy"] for r in train[-10:]]),
-        "seconds": time.time() - t0,
-        "curves": {"eval": evals, "rkl": [(r["step"], r["opd/reverse_kl"]) for r in train],
+        "row": name, "seed": seed, "steps": train[-1]["step"] if train else 0, "acc_start": evals[0][1],
+        "acc_end": evals[-1][1], "acc_best": max(a for _, a in evals), "train_seconds": evals[-1][0],
+        "wall_seconds": time.time() - t0, "label_seconds": offset,
+        "reverse_kl_end": tail_mean("opd/reverse_kl", 5), "inversion_end": tail_mean("margin/inversion_rate", 5),
+        "curves": {"eval": evals, "rkl": [(r["step"], r.get("opd/reverse_kl")) for r in train],
                    "inversion": [(r["step"], r.get("margin/inversion_rate")) for r in train]},
     }
 
 
-def write_report(results, info, out: Path, args) -> None:
+def mean(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def fmt(x, spec=".3f"):
+    return "-" if x is None else format(x, spec)
+
+
+def time_to(curve, target):
+    """First training second at which the accuracy curve reaches ``target`` (None: never)."""
+    return next((t for t, a in curve if a >= target - 1e-9), None)
+
+
+def write_report(results, info, out: Path, args) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,54 +206,71 @@ def write_report(results, info, out: Path, args) -> None:
     by_row: dict[str, list] = {}
     for r in results:
         by_row.setdefault(r["row"], []).append(r)
-    lines = [f"Teacher (SFT) accuracy {info['teacher']['accuracy']:.2f}; student start {info['student']['accuracy']:.2f}; "
-             f"{args.steps} OPD steps x 16 prompts x 4 samples; seeds {args.seeds}; domains {args.domains}, level {args.level}.",
-             "", "| row | acc before | acc after | sampled acc (last 10) | reverse KL (last 5) | inversion start | inversion end | s |",
-             "|---|---|---|---|---|---|---|---|"]
+    teacher = info["teacher"]["accuracy"]
+    lines = [f"Teacher (SFT) accuracy {teacher:.2f} (image expert {info['teacher_image']['accuracy']:.2f} on images, "
+             f"video expert {info['teacher_video']['accuracy']:.2f} on videos); student start "
+             f"{info['student']['accuracy']:.2f}. Budget {args.budget:.0f} s of training per row (evaluation not "
+             f"counted), seeds {args.seeds}, {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}. "
+             "OPD rows: 16 prompts x 4 samples per step, lr 1e-3; SFT row: 32 prompts per step, lr 1e-3.",
+             "", "| row | acc start | acc at budget | best acc | s to 90% of gap | steps | reverse KL (last 5) | "
+             "inversion (last 5) |", "|---|---|---|---|---|---|---|---|"]
     for name, rs in by_row.items():
-        lines.append(f"| {name} | {mean([r['acc_before'] for r in rs]):.3f} | {mean([r['acc_after'] for r in rs]):.3f} | "
-                     f"{mean([r['sampled_acc_end'] for r in rs]):.3f} | {mean([r['reverse_kl_end'] for r in rs]):.3f} | "
-                     f"{mean([r['inversion_start'] for r in rs]):.3f} | {mean([r['inversion_end'] for r in rs]):.3f} | "
-                     f"{mean([r['seconds'] for r in rs]):.0f} |")
+        times = [time_to(r["curves"]["eval"], r["acc_start"] + 0.9 * (teacher - r["acc_start"])) for r in rs]
+        reached = [t for t in times if t is not None]
+        t90 = f"{mean(reached):.0f}" + ("" if len(reached) == len(rs) else f" ({len(reached)}/{len(rs)} seeds)") \
+            if reached else "not reached"
+        lines.append(f"| {name} | {fmt(mean([r['acc_start'] for r in rs]))} | {fmt(mean([r['acc_end'] for r in rs]))} | "
+                     f"{fmt(mean([r['acc_best'] for r in rs]))} | {t90} | {fmt(mean([r['steps'] for r in rs]), '.0f')} | "
+                     f"{fmt(mean([r['reverse_kl_end'] for r in rs]))} | {fmt(mean([r['inversion_end'] for r in rs]))} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps({"info": info, "results": results}, indent=1))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    (out / "results.json").write_text(json.dumps({"info": info, "budget": args.budget, "results": results}, indent=1))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     for name, rs in by_row.items():
         for ax, key in zip(axes, ("eval", "rkl", "inversion")):
             pts = [p for p in rs[0]["curves"][key] if p[1] is not None]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, marker="o" if key == "eval" else None)
-    for ax, title in zip(axes, ("greedy accuracy (test)", "reverse KL (sampled tokens)", "pairwise inversion rate")):
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, marker="o" if key == "eval" else None,
+                        markersize=3)
+    for ax, title, xlabel in zip(axes, ("greedy test accuracy", "reverse KL (sampled tokens)", "pairwise inversion rate"),
+                                 ("training seconds", "step", "step")):
         ax.set_title(title)
-        ax.set_xlabel("step")
+        ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0].axhline(teacher, color="k", linestyle="--", linewidth=0.8, label="teacher")
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=100)
     plt.close(fig)
     print("\n".join(lines))
     print(f"\nwrote {out / 'results.md'}, {out / 'results.json'}, {out / 'curves.png'}")
+    return lines
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/ablate"))
     ap.add_argument("--tiny", type=Path, default=Path("artifacts/tiny"))
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--domains", default="shapes-color")
-    ap.add_argument("--level", type=int, default=0)
+    ap.add_argument("--budget", type=float, default=120.0, help="seconds of training per row")
+    ap.add_argument("--eval-every", type=int, default=20, help="greedy evaluation every N steps")
     ap.add_argument("--seeds", default="0")
-    ap.add_argument("--rows", default=",".join(ROWS))
-    ap.add_argument("--teacher-steps", type=int, default=150, help="SFT steps making the teacher")
+    ap.add_argument("--rows", default="all", help=f"comma-separated subset of: {', '.join(ROWS)}")
+    ap.add_argument("--teacher-steps", type=int, default=200, help="SFT steps making each teacher")
     ap.add_argument("--student-steps", type=int, default=100, help="SFT steps making the weak student")
+    ap.add_argument("--n-train", type=int, default=1000)
+    ap.add_argument("--n-test", type=int, default=100)
     args = ap.parse_args(argv)
+    rows = list(ROWS) if args.rows == "all" else args.rows.split(",")
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        ap.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    data, info = setup(args.out, args.domains.split(","), args.level, args.tiny, args.teacher_steps, args.student_steps)
+    data, info = setup(args.out, args.tiny, args.teacher_steps, args.student_steps, args.n_train, args.n_test)
     results = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        for name in args.rows.split(","):
-            print(f"== {name} (seed {seed})", flush=True)
-            results.append(run_row(name, ROWS[name], args.out, data, args.steps, seed))
-    write_report(results, info, args.out, args)
+        for name in rows:
+            print(f"== {name} (seed {seed}, {args.budget:.0f} s)", flush=True)
+            results.append(run_row(name, args.out, data, args.budget, seed, args.eval_every, info["student"]["accuracy"]))
+            write_report(results, info, args.out, args)  # partial results survive an interrupted run
     return results
 
 

@@ -46,9 +46,12 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/main"))
     ap.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    ap.add_argument("--steps", type=int, default=60, help="Uni-OPD steps")
+    ap.add_argument("--tiny", type=Path, default=None, help="tiny model presets (default: ARTIFACTS/tiny)")
+    ap.add_argument("--steps", type=int, default=240, help="Uni-OPD steps")
     ap.add_argument("--teacher-steps", type=int, default=200)
     ap.add_argument("--student-steps", type=int, default=100)
+    ap.add_argument("--n-train", type=int, default=1000, help="synthetic training records")
+    ap.add_argument("--n-test", type=int, default=100, help="synthetic test records")
     ap.add_argument("--fresh", action="store_true", help="rebuild every stage")
     ap.add_argument("overrides", nargs="*", help="dotted overrides for the Uni-OPD run (e.g. algo.loss=reverse_kl)")
     args = ap.parse_args(argv)
@@ -65,10 +68,11 @@ def main(argv=None) -> dict:
     from uniopd_mm.tiny import PRESET_GROUPS, make_tiny_models
 
     log("1/5 tiny models and synthetic data")
-    make_tiny_models(art / "tiny", PRESET_GROUPS["minimal"])
+    tiny = args.tiny or art / "tiny"
+    make_tiny_models(tiny, PRESET_GROUPS["minimal"])
     data = out / "data"
     if not (data / "test.jsonl").exists():
-        generate(SyntheticSpec(n_train=1000, n_test=100, domains=DOMAINS, levels=(0,), disjoint=False), data)
+        generate(SyntheticSpec(n_train=args.n_train, n_test=args.n_test, domains=DOMAINS, levels=(0,), disjoint=False), data)
     summary = {}
     log("2/5 teacher and weak student by supervised fine-tuning")
     for role, preset, steps in (("teacher", "qwen2_vl-teacher", args.teacher_steps),
@@ -76,7 +80,7 @@ def main(argv=None) -> dict:
         done = out / role / "summary.json"
         if not done.exists():
             t0 = time.time()
-            res = run_sft(load_config(None, [], base=sft_cfg(art / "tiny" / preset, out / role, data, steps, 1e-3)))
+            res = run_sft(load_config(None, [], base=sft_cfg(tiny / preset, out / role, data, steps, 1e-3)))
             acc = {k: v for k, v in res.items() if k.startswith("eval/")}
             done.write_text(json.dumps({"eval": acc, "seconds": time.time() - t0}))
         summary[role] = json.loads(done.read_text())
@@ -95,9 +99,14 @@ def main(argv=None) -> dict:
            "rollout": {"n": 4, "max_new_tokens": 24},
            "algo": {"preset": "uniopd_mm"},
            "train": {"engine": "deepspeed", "zero_stage": 2, "steps": args.steps, "prompts_per_step": 16,
-                     "micro_batch_size": 64, "lr": 2e-3, "warmup_steps": 0, "weight_decay": 0.0,
-                     "eval_every": max(1, args.steps // 4), "vision_lr_scale": 0.0, "save_every": 20}}
-    cfg_path.write_text(yaml.safe_dump(cfg))
+                     "micro_batch_size": 64, "lr": 1e-3, "warmup_steps": 0, "weight_decay": 0.0,
+                     "lr_schedule": "cosine", "min_lr_ratio": 0.1,
+                     "eval_every": max(1, args.steps // 6), "vision_lr_scale": 0.0, "save_every": 40}}
+    text = yaml.safe_dump(cfg) + "".join(f"# override: {o}\n" for o in args.overrides)
+    if cfg_path.exists() and cfg_path.read_text() != text:
+        log("   the Uni-OPD settings changed since the cached run: starting it again")
+        shutil.rmtree(opd, ignore_errors=True)
+    cfg_path.write_text(text)
     final = opd / "checkpoints" / f"step_{args.steps:06d}"
     if not (final / "COMPLETE").exists():
         cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "1", str(ROOT / "scripts" / "train_mm.py"),

@@ -11,12 +11,23 @@ import ablate  # noqa: E402
 
 
 def test_ablate_smoke(tiny_dir, tmp_path):
+    """Tiny budgets: every kind of row (SFT on teacher answers, OPD, a full-vocabulary loss, Uni-OPD,
+    multi-teacher routing) runs, stops on its time budget, and lands in the table, JSON and curves."""
     out = tmp_path / "ablate"
-    results = ablate.main(["--out", str(out), "--tiny", str(tiny_dir), "--steps", "2", "--teacher-steps", "3",
-                           "--student-steps", "2", "--rows", "opd,+online balance,uni-opd (mm preset)"])
-    assert [r["row"] for r in results] == ["opd", "+online balance", "uni-opd (mm preset)"]
+    rows = ["sft on teacher answers", "opd", "opd full reverse KL", "uni-opd (mm preset)", "uni-opd with 2 expert teachers"]
+    results = ablate.main(["--out", str(out), "--tiny", str(tiny_dir), "--budget", "0.5", "--eval-every", "50",
+                           "--teacher-steps", "2", "--student-steps", "2", "--n-train", "24", "--n-test", "6",
+                           "--rows", ",".join(rows)])
+    assert [r["row"] for r in results] == rows
+    for r in results:
+        # the budget stopped training (100000 steps were asked for) and the last point is an evaluation
+        assert 1 <= r["steps"] < 100 and len(r["curves"]["eval"]) >= 2
+        assert r["curves"]["eval"][-1][0] >= 0.5 or r["row"] == "sft on teacher answers"
+    assert results[0]["label_seconds"] > 0
+    labelled = [json.loads(line) for line in (out / "data" / "train_teacher_answers.jsonl").read_text().splitlines()]
+    assert len(labelled) == 24 and all(rec["messages"][-1]["role"] == "assistant" for rec in labelled)
     table = (out / "results.md").read_text()
-    assert "| opd |" in table and "| uni-opd (mm preset) |" in table
+    assert all(f"| {r} |" in table for r in rows)
     saved = json.loads((out / "results.json").read_text())
-    assert len(saved["results"]) == 3 and all(r["reverse_kl_end"] == r["reverse_kl_end"] for r in saved["results"])
+    assert len(saved["results"]) == 5 and saved["results"][1]["reverse_kl_end"] is not None
     assert (out / "curves.png").stat().st_size > 1000

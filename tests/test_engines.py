@@ -67,3 +67,21 @@ def test_nonfinite_loss_skips_the_step(tiny_dir, fixed_batch):
     metrics = engine.train_step([[0]], lambda model, rows: (torch.tensor(float("nan"), requires_grad=True), {}))
     assert metrics["train/skipped"] == 1.0
     assert all(torch.equal(before[k], v) for k, v in engine.module.state_dict().items())
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    # warm-up 2 steps: 1/2, 2/2; then over the remaining 8 steps (progress 0, 1/4, 1/2, 1)
+    ("constant", [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]),
+    # cosine to 0.1: 0.1 + 0.9 * (1 + cos(pi * p)) / 2 -> 1.0, 0.1 + 0.9 * 0.8536 = 0.8682, 0.55, 0.1
+    ("cosine", [0.5, 1.0, 1.0, 0.8682, 0.55, 0.1]),
+    # linear to 0.1: 0.1 + 0.9 * (1 - p) -> 1.0, 0.775, 0.55, 0.1
+    ("linear", [0.5, 1.0, 1.0, 0.775, 0.55, 0.1]),
+])
+def test_lr_schedules_by_hand(schedule, expected):
+    from uniopd_mm.training.base import lr_factor
+
+    steps = [0, 1, 2, 4, 6, 10]
+    got = [lr_factor(s, warmup_steps=2, total_steps=10, schedule=schedule, min_lr_ratio=0.1) for s in steps]
+    assert got == pytest.approx(expected, abs=1e-4)
+    # past the end the decay holds at the floor
+    assert lr_factor(50, 2, 10, schedule, 0.1) == pytest.approx(expected[-1])

@@ -107,6 +107,16 @@ def test_gradient_checkpointing_step(tiny_dir, synth_dir, tmp_path):
     assert row["train/grad_norm"] > 0 and row["train/skipped"] == 0.0
 
 
+def test_time_budget_stops_early_and_evaluates_last(tiny_dir, synth_dir, tmp_path):
+    cfg = tiny_config(tiny_dir, synth_dir, tmp_path / "tb", overrides=[
+        "train.steps=50", "train.time_budget_s=0.001", "train.eval_every=25", "train.eval_samples=4"])
+    Trainer(cfg).train()
+    rows = read_metrics(tmp_path / "tb" / "metrics.jsonl")
+    # step 0 is the evaluation before training; the first step already exceeds 1 ms, so training stops there
+    assert [r["step"] for r in rows] == [0, 1]
+    assert rows[1]["eval/accuracy"] is not None and rows[1]["time/train_elapsed"] == pytest.approx(rows[1]["time/step"])
+
+
 @pytest.mark.parametrize("loss", ["reverse_kl", "jsd"])
 def test_distribution_losses_run(tiny_dir, synth_dir, tmp_path, loss):
     support = "full" if loss == "reverse_kl" else "topk"
@@ -145,3 +155,17 @@ def test_two_process_deepspeed(tiny_dir, synth_dir, tmp_path, student, family, s
     state = json.loads((out / "checkpoints" / "step_000002" / "trainer_state.json").read_text())
     assert state["world_size"] == 2
     assert (out / "checkpoints" / "step_000002" / "hf" / "config.json").exists()
+
+
+@pytest.mark.parametrize("threshold", [None, 1e-6])
+def test_logratio_drops_are_counted_apart_from_other_masks(tiny_dir, synth_dir, tmp_path, threshold):
+    value = "null" if threshold is None else threshold
+    cfg = tiny_config(tiny_dir, synth_dir, tmp_path / "lr", overrides=[
+        "train.steps=1", f"algo.logratio_threshold={value}", "algo.balance.enabled=true"])
+    Trainer(cfg).train()
+    row = read_metrics(tmp_path / "lr" / "metrics.jsonl")[0]
+    if threshold is None:
+        assert row["opd/logratio_dropped_tokens"] == 0
+    else:  # no token's |log pi_theta - log pi_T| is below 1e-6: every scored token is dropped, none counted
+        assert row["teacher/failed"] == 0 and row["opd/logratio_dropped_tokens"] == row["response/tokens"]
+        assert row["opd/counted_tokens"] == 0 and row["opd/masked_tokens"] == row["response/tokens"]

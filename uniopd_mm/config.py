@@ -172,6 +172,9 @@ class TrainConfig:
     micro_batch_size: int = cfg(16, "sequences per forward/backward", range=(1, None))
     lr: float = cfg(1e-6, "AdamW learning rate (constant after warm-up)", range=(0.0, None))
     warmup_steps: int = cfg(5, "linear warm-up steps", range=(0, None))
+    lr_schedule: Literal["constant", "cosine", "linear"] = cfg("constant", "after warm-up: constant, or a decay to "
+                                                               "lr * min_lr_ratio at train.steps")
+    min_lr_ratio: float = cfg(0.0, "final learning rate of a decaying schedule, as a fraction of lr", range=(0.0, 1.0))
     weight_decay: float = cfg(0.1, "AdamW weight decay", range=(0.0, None))
     betas: list[float] = cfg(help="AdamW betas", factory=lambda: [0.9, 0.98])
     grad_clip: float | None = cfg(1.0, "max gradient norm (None: no clipping)", range=(0.0, None))
@@ -185,6 +188,8 @@ class TrainConfig:
     save_every: int = cfg(0, "checkpoint every N steps (0: only at the end)", range=(0, None))
     keep_last: int = cfg(2, "checkpoints kept", range=(1, None))
     resume: bool = cfg(True, "resume from the latest complete checkpoint in output_dir")
+    time_budget_s: float | None = cfg(None, "stop once the training steps (evaluation and saving not counted) have "
+                                      "taken this many seconds; None: train.steps only", range=(0.0, None))
     eval_every: int = cfg(0, "greedy evaluation on data.test_path every N steps (0: off)", range=(0, None))
     eval_samples: int | None = cfg(None, "evaluate on the first N test records (None: all)", range=(1, None))
     prompt_cache: int = cfg(4096, "encoded prompts kept in memory (images are decoded once)", range=(0, None))

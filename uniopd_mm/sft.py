@@ -70,6 +70,7 @@ def run_sft(cfg: Config) -> dict:
     from tqdm import tqdm
 
     t0 = time.time()
+    train_seconds = 0.0  # summed step times (evaluation excluded), for train.time_budget_s
     metrics: dict = {}
     for step in tqdm(range(1, cfg.train.steps + 1), desc="sft", disable=not (main and cfg.logging.progress)):
         idx = sampler.next(cfg.train.prompts_per_step)[engine.rank::engine.world_size]
@@ -92,14 +93,21 @@ def run_sft(cfg: Config) -> dict:
             lp = response_logprobs(model, batch, proc.suppressed_token_ids, 1.0, cfg.train.logprob_chunk)["logprobs"]
             return aggregate(-lp, batch["response_mask"], "token_mean", n_tok / engine.world_size), {}
 
+        t_step = time.time()
         metrics = engine.train_step(chunks, nll)
-        if cfg.train.eval_every and step % cfg.train.eval_every == 0 and tests:
+        train_seconds += time.time() - t_step
+        metrics["time/train_elapsed"] = train_seconds
+        out_of_time = cfg.train.time_budget_s is not None and engine.all_reduce(
+            torch.tensor([train_seconds]), "max").item() >= cfg.train.time_budget_s
+        if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or out_of_time) and tests:
             with engine.rollout_context():
                 metrics.update(evaluate(rollout, proc, tests, cfg.rollout.max_new_tokens, engine.all_reduce,
                                         engine.rank, engine.world_size))
         metrics["time/elapsed"] = time.time() - t0
         if logger is not None:
             logger.log(step, metrics)
+        if out_of_time:
+            break
     final, tmp = out / "final", out / ".tmp-final"
     if main:
         shutil.rmtree(tmp, ignore_errors=True)

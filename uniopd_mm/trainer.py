@@ -91,6 +91,7 @@ class Trainer:
             self.logger = MetricsLogger(self.out, cfg.logging.tensorboard, cfg.logging.wandb,
                                         cfg.logging.wandb_project, cfg.name, asdict(cfg))
             (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        self.train_seconds = 0.0  # summed step times (evaluation and saving excluded), saved in checkpoints
         self.seen_ids: list[list[str]] = []  # prompt ids of each step, for audits and resume tests
         resumed = cfg.train.resume and self.try_resume()
         if self.logger is not None:
@@ -237,7 +238,7 @@ class Trainer:
             loss_mask = response_mask * ok[:, None] * ratio_keep * scores.token_mask
             verdict = torch.tensor([1 if c is True else 0 if c is False else -1 for c in correct])
             advantages, loss_mask, calib = self.calibrate(teacher_lp, old, loss_mask, verdict, group)
-            stats = self.local_stats(responses, ro, old, teacher_lp, response_mask, loss_mask, ok, correct)
+            stats = self.local_stats(responses, ro, old, teacher_lp, response_mask, loss_mask, ok, correct, ratio_keep)
             per_teacher = self.teacher_metrics(routes, old, teacher_lp, advantages, loss_mask, ok, verdict, group)
 
         # 6. update
@@ -422,7 +423,8 @@ class Trainer:
         return max(total, 1.0) / self.world
 
     # -- metrics ------------------------------------------------------------------------------
-    def local_stats(self, responses, ro, old, teacher_lp, response_mask, loss_mask, ok, correct) -> dict[str, float]:
+    def local_stats(self, responses, ro, old, teacher_lp, response_mask, loss_mask, ok, correct,
+                    ratio_keep) -> dict[str, float]:
         tok = response_mask.sum().item()
         rollout_lp = pad_rows(ro.logprobs)[:, : old.shape[1]]
         counted = loss_mask.bool()
@@ -433,7 +435,10 @@ class Trainer:
             "mismatch": ((rollout_lp - old).abs() * response_mask).sum().item(),
             "n_failed": float((ok == 0).sum().item()),
             "n_correct": float(sum(c is True for c in correct)), "n_verified": float(sum(c is not None for c in correct)),
-            "n_logratio_dropped": float(((response_mask.bool() & ~counted) & ok.bool()[:, None]).sum().item()),
+            # tokens of scored responses left out of the loss: by the log-ratio mask alone, and by any mask
+            # (log ratio, online balancing, margin mask, a stripped response prefix)
+            "n_logratio_dropped": float((response_mask.bool() & ~ratio_keep.bool() & ok.bool()[:, None]).sum().item()),
+            "n_masked": float(((response_mask.bool() & ~counted) & ok.bool()[:, None]).sum().item()),
         }
 
     def reduce_stats(self, s: dict[str, float]) -> dict[str, float]:
@@ -444,6 +449,7 @@ class Trainer:
             "opd/reverse_kl": g["sum_rkl"] / max(g["n_counted"], 1.0),
             "opd/counted_tokens": g["n_counted"],
             "opd/logratio_dropped_tokens": g["n_logratio_dropped"],
+            "opd/masked_tokens": g["n_masked"],
             "teacher/failed": g["n_failed"],
             "response/length_mean": g["n_tokens"] / max(g["n_resp"], 1.0),
             "response/truncated_frac": g["n_truncated"] / max(g["n_resp"], 1.0),
@@ -475,7 +481,7 @@ class Trainer:
         self.engine.barrier()
         if self.is_main:
             state = {"step": self.step, "sampler": self.sampler.state(), "bad_ids": sorted(self.bad_ids),
-                     "seen_ids": self.seen_ids, "world_size": self.world}
+                     "seen_ids": self.seen_ids, "world_size": self.world, "train_seconds": self.train_seconds}
             ckpt.finalize(tmp, final, state, self.cfg.train.keep_last)
         self.engine.barrier()
         return final
@@ -490,6 +496,7 @@ class Trainer:
         self.bad_ids = set(state["bad_ids"])
         self.seen_ids = state["seen_ids"]
         self.step = state["step"]
+        self.train_seconds = state.get("train_seconds", 0.0)
         rng = last / f"rng_rank{self.rank}.pt"
         if rng.exists():
             ckpt.set_rng_state(torch.load(rng, weights_only=False))
@@ -509,12 +516,21 @@ class Trainer:
         while self.step < cfg.steps:
             metrics = self.train_step()
             self.step += 1
-            if cfg.eval_every and self.step % cfg.eval_every == 0:
+            # the budget counts training steps only; every rank stops at the same step (max over ranks)
+            self.train_seconds += metrics["time/step"]
+            metrics["time/train_elapsed"] = self.train_seconds
+            out_of_time = cfg.time_budget_s is not None and self.engine.all_reduce(
+                torch.tensor([self.train_seconds]), "max").item() >= cfg.time_budget_s
+            if cfg.eval_every and (self.step % cfg.eval_every == 0 or out_of_time):
                 metrics.update(self.evaluate())
             self.log(metrics)
             last = metrics
             bar.update(1)
             bar.set_postfix({"rkl": f"{metrics['opd/reverse_kl']:.3f}", "acc": f"{metrics['reward/accuracy']:.2f}"})
+            if out_of_time:
+                if self.is_main:
+                    print(f"time budget of {cfg.time_budget_s:.0f} s of training reached at step {self.step}")
+                break
             if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
                 self.save_checkpoint()
         bar.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 
 import torch
@@ -54,12 +55,24 @@ def make_optimizer(groups, cfg) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
 
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str = "constant",
+              min_lr_ratio: float = 0.0) -> float:
+    """Learning-rate multiplier after ``step`` optimiser steps: linear warm-up over ``warmup_steps``,
+    then constant, or a cosine / linear decay that reaches ``min_lr_ratio`` at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
+    return min_lr_ratio + (1.0 - min_lr_ratio) * shape
+
+
 def make_scheduler(optimizer, cfg):
-    """Linear warm-up over ``warmup_steps`` optimiser steps, then constant."""
-    warm = cfg.warmup_steps
+    """``lr_factor`` over ``cfg.steps`` optimiser steps (one per training step)."""
 
     def factor(step: int) -> float:
-        return min(1.0, (step + 1) / warm) if warm > 0 else 1.0
+        return lr_factor(step, cfg.warmup_steps, cfg.steps, cfg.lr_schedule, cfg.min_lr_ratio)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
