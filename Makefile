@@ -8,7 +8,7 @@ export FORCE_QWENVL_VIDEO_READER ?= decord
 export TOKENIZERS_PARALLELISM ?= false
 ART ?= artifacts
 
-.PHONY: install run test test-all data models clean
+.PHONY: install run test test-all data models clean bench-step bench-env demo
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,11 +28,27 @@ data: $(STAMP)
 run: $(STAMP)
 	$(PY) scripts/run_main.py --out runs/main --artifacts $(ART)
 
+demo: $(STAMP)
+	$(PY) demo/app.py
+
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider --runslow
+
+# the speed benchmark against TRL: its own venv that sees .venv's packages (a .pth file) plus TRL
+BENCH := .venv-bench
+$(BENCH)/.installed-stamp: $(STAMP) requirements-bench.txt
+	@test -x $(BENCH)/bin/python || $(PYTHON) -m venv $(BENCH)
+	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > $$($(BENCH)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/uniopd_base.pth
+	$(BENCH)/bin/python -m pip install -q -r requirements-bench.txt
+	@touch $@
+
+bench-env: $(BENCH)/.installed-stamp
+
+bench-step: $(BENCH)/.installed-stamp
+	$(BENCH)/bin/python scripts/bench_step.py --out runs/bench_step
 
 clean:
 	rm -rf $(ART) runs

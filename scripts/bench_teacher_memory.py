@@ -6,8 +6,9 @@ Both score the same sampled response tokens with a random-init causal LM (hidden
 the given vocabulary. Naive: logits for the whole sequence, a float32 log_softmax over [B, L, V],
 then gather. Ours (``uniopd_mm.models.score_response_tokens``, what the HF teacher runs): the
 backbone once, then the output head on ``--chunk`` response positions at a time, each chunk reduced
-to gather minus logsumexp in float32: the [B, T, V] logits never exist. Peak memory is measured in a fresh subprocess per run (ru_maxrss minus the baseline after
-the model is built), so one run cannot hide another's allocations. Prints a table.
+to gather minus logsumexp in float32: the [B, T, V] logits never exist. Peak memory is measured in a fresh subprocess per run, so one run cannot hide another's
+allocations: the kernel's high-water mark (VmHWM) is reset after the model is built (/proc/self/clear_refs),
+and the peak is VmHWM minus the RSS at that point. Prints a table.
 """
 
 from __future__ import annotations
@@ -31,8 +32,18 @@ model = Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab, hidden_size=64, intermedi
                                      num_attention_heads=4, num_key_value_heads=2)).to(dtype).eval()
 ids = torch.randint(0, vocab, (B, P + T))
 batch = {{"input_ids": ids, "attention_mask": torch.ones_like(ids), "responses": ids[:, P:]}}
-def rss(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-base = rss()
+def status_mb(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+try:  # reset the high-water mark so that building the model (fp32, then cast) does not hide the peak
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    def rss(): return status_mb("VmHWM")
+    base = status_mb("VmRSS")
+except OSError:  # no clear_refs: ru_maxrss, which may hide a peak below the model-building one
+    def rss(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = rss()
 t0 = time.perf_counter()
 with torch.no_grad():
     if mode == "naive":

@@ -98,6 +98,10 @@ class RolloutConfig:
     top_k: int = cfg(0, "top-k sampling (0: off)", range=(0, None))
     max_new_tokens: int = cfg(64, "longest response", range=(1, None))
     batch_size: int = cfg(64, "sequences per generate call", range=(1, None))
+    reuse_logprobs: bool = cfg(False, "take pi_old from the rollout engine's own log-probs instead of a second "
+                                      "forward pass (the HF engine samples from the training weights with the same "
+                                      "suppression and temperature, so they agree to ~1e-7; rollout/logprob_mismatch "
+                                      "is then not measured)")
 
 
 @dataclass(kw_only=True)

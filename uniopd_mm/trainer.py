@@ -212,14 +212,18 @@ class Trainer:
         old = torch.zeros_like(response_mask)
         ref = torch.zeros_like(response_mask) if self.ref_model is not None else None
         chunks = self.micro_batches(n)
+        reuse = cfg.rollout.reuse_logprobs
+        if reuse:
+            old = pad_rows(ro.logprobs)[:, : response_mask.shape[1]] * response_mask
         with t("old_logprobs"), torch.no_grad():
-            for rows in chunks:
+            for rows in chunks if (not reuse or ref is not None) else []:
                 real = [r for r in rows if r >= 0]
                 batch = self.student_batch(r_prompts, responses, rows)
-                lp = response_logprobs(self.engine.forward_model, batch, self.suppressed,
-                                       cfg.rollout.temperature, cfg.train.logprob_chunk)["logprobs"]
-                if real:
-                    old[real, : lp.shape[1]] = lp[: len(real)].cpu() * batch["response_mask"][: len(real)]
+                if not reuse:
+                    lp = response_logprobs(self.engine.forward_model, batch, self.suppressed,
+                                           cfg.rollout.temperature, cfg.train.logprob_chunk)["logprobs"]
+                    if real:
+                        old[real, : lp.shape[1]] = lp[: len(real)].cpu() * batch["response_mask"][: len(real)]
                 if ref is not None and real:
                     rlp = response_logprobs(self.ref_model, batch, self.suppressed, cfg.rollout.temperature,
                                             cfg.train.logprob_chunk)["logprobs"]
@@ -260,6 +264,8 @@ class Trainer:
                    **self.rejects.metrics()}
         step_time = time.perf_counter() - t_step
         metrics["time/step"] = step_time
+        if torch.cuda.is_available():
+            metrics["memory/peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         metrics["throughput/tokens_per_s"] = metrics["response/tokens"] / max(step_time, 1e-9)
         return metrics
 
@@ -445,7 +451,7 @@ class Trainer:
         keys = sorted(s)
         vec = self.engine.all_reduce(torch.tensor([s[k] for k in keys], dtype=torch.float64))
         g = dict(zip(keys, vec.tolist()))
-        return {
+        out = {
             "opd/reverse_kl": g["sum_rkl"] / max(g["n_counted"], 1.0),
             "opd/counted_tokens": g["n_counted"],
             "opd/logratio_dropped_tokens": g["n_logratio_dropped"],
@@ -458,6 +464,9 @@ class Trainer:
             "reward/accuracy": g["n_correct"] / max(g["n_verified"], 1.0),
             "reward/verified_frac": g["n_verified"] / max(g["n_resp"], 1.0),
         }
+        if self.cfg.rollout.reuse_logprobs:  # pi_old is the rollout's own log-probs: nothing to compare
+            del out["rollout/logprob_mismatch"]
+        return out
 
     # -- evaluation, checkpoints, the loop ------------------------------------------------------
     def evaluate(self) -> dict[str, float]:

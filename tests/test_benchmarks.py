@@ -1,0 +1,38 @@
+"""The benchmark scripts run and report (their numbers are in the README; no timing is asserted here)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import bench_gpu  # noqa: E402
+import bench_step  # noqa: E402
+
+
+def test_bench_step_times_our_trainer_by_stage(tiny_dir, tmp_path):
+    report = bench_step.main(["--out", str(tmp_path / "bs"), "--tiny", str(tiny_dir), "--trainers", "uniopd_mm",
+                              "--steps", "2", "--warmup", "1", "--skip-memory", "--max-new-tokens", "8",
+                              "--prompts", "2", "--n", "2"])
+    ours = report["results"][0]
+    assert ours["trainer"] == "uniopd_mm" and ours["steps"] == 2
+    assert 0 < ours["tokens_per_step"] <= 2 * 2 * 8 and ours["tokens_per_s"] > 0
+    assert {"rollout", "teacher", "update"} <= set(ours["stages"])
+    assert "| uniopd_mm |" in (tmp_path / "bs" / "report.md").read_text()
+
+
+def test_bench_gpu_pipeline_at_tiny_size_on_cpu(tiny_dir, tmp_path):
+    report = bench_gpu.main(["--out", str(tmp_path / "bg"), "--tiny", str(tiny_dir), "--shape", "tiny", "--device", "cpu",
+                             "--steps", "2", "--prompts", "2", "--n", "2", "--max-new-tokens", "8", "--zero-stage", "2"])
+    assert report["tokens_per_s"] > 0 and {"time/rollout", "time/teacher", "time/update"} <= set(report["stages_s"])
+    assert json.loads((tmp_path / "bg" / "report.json").read_text())["steps_timed"] == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without CUDA")
+def test_bench_gpu_refuses_real_size_without_cuda(tmp_path):
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        bench_gpu.main(["--out", str(tmp_path / "x")])
