@@ -78,6 +78,7 @@ _LETTER_PATTERNS = [
 
 def choice_letter(text: str, options: list[str] | None = None) -> str | None:
     """A-H from "Answer: B", "\\boxed{B}", "(B)", "B." or a lone "B"; else the option whose text is given."""
+    text = text.replace("**", "")  # markdown bold: "**B**"
     for pat in _LETTER_PATTERNS:
         m = re.findall(pat, text.strip(), flags=re.I | re.M)
         if m:

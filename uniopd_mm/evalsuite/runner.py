@@ -1,0 +1,152 @@
+"""Runs benchmarks on one model: batched generation, scoring, resumable predictions, reports.
+
+Layout of ``out``::
+
+    out/<benchmark>/predictions.jsonl   one line per prompt: id, responses, extracted answers, scores
+    out/<benchmark>/rejects.jsonl       records whose prompt could not be built (scored 0)
+    out/scores.json                     per benchmark: avg@k, items, k, temperature, per-domain breakdown
+    out/report.md, out/report.png       the table and a bar chart
+
+A rerun reads predictions.jsonl and generates only for ids not in it (a killed run loses at most the
+batch in flight). avg@k = the mean over prompts of the mean score of their k samples.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from uniopd_mm.data import DataError
+
+from .benchmarks import BENCHMARKS, MissingData
+
+
+@dataclass
+class EvalSettings:
+    n: int | None = None  # None: the benchmark's default (the paper's avg@k)
+    temperature: float | None = None
+    top_p: float = 1.0
+    max_new_tokens: int | None = None
+    batch_size: int = 16
+    limit: int | None = None
+
+
+def short(text: str | None, n: int = 200) -> str | None:
+    return None if text is None else text[:n]
+
+
+def extracted(response: str) -> str | None:
+    from uniopd_mm.verifiers.extract import final_answer
+
+    from .scorers import short_answer
+
+    return final_answer(response) if ("\\boxed" in response or "<answer>" in response) else short_answer(response)
+
+
+def run_benchmark(bench, model, processor, data_dir: Path, out: Path, settings: EvalSettings,
+                  progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    from uniopd_mm.rollout import SamplingParams, make_rollout_engine
+
+    samples = bench.load_samples(data_dir, settings.limit)
+    n = settings.n or bench.n
+    temperature = bench.temperature if settings.temperature is None else settings.temperature
+    max_new = settings.max_new_tokens or bench.max_new_tokens
+    bdir = out / bench.name
+    bdir.mkdir(parents=True, exist_ok=True)
+    pred_path = bdir / "predictions.jsonl"
+    done: dict[str, dict] = {}
+    if pred_path.exists():
+        for line in pred_path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill: generated again
+                continue
+            if row.get("k") == n:
+                done[row["id"]] = row
+    todo = [s for s in samples if s.id not in done]
+    rollout = make_rollout_engine("hf", model=model, processor=processor, batch_size=settings.batch_size * n)
+    params = SamplingParams(n=n, temperature=max(temperature, 1e-6), top_p=settings.top_p, max_new_tokens=max_new,
+                            greedy=temperature == 0.0)
+    bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"eval {bench.name}", disable=not progress)
+    with open(pred_path, "a") as fout, open(bdir / "rejects.jsonl", "a") as frej:
+        for i in range(0, len(todo), settings.batch_size):
+            chunk, prompts = [], []
+            for s in todo[i:i + settings.batch_size]:
+                try:
+                    prompts.append(processor.encode_prompt(s))
+                    chunk.append(s)
+                except (DataError, OSError, ValueError) as err:
+                    row = {"id": s.id, "k": n, "responses": [], "extracted": [], "scores": [0.0] * n,
+                           "domain": s.domain, "error": str(err)}
+                    frej.write(json.dumps({"id": s.id, "error": str(err)}) + "\n")
+                    fout.write(json.dumps(row) + "\n")
+                    done[s.id] = row
+            if prompts:
+                ro = rollout.generate(prompts, params)
+                by_prompt: dict[int, list[str]] = defaultdict(list)
+                for j, resp in zip(ro.prompt_index, ro.responses):
+                    by_prompt[j].append(processor.decode(resp))
+                for j, s in enumerate(chunk):
+                    texts = by_prompt[j]
+                    row = {"id": s.id, "k": n, "responses": texts, "extracted": [short(extracted(t)) for t in texts],
+                           "scores": [float(bench.score(t, s)) for t in texts], "domain": s.domain,
+                           "answer": short(s.answer)}
+                    fout.write(json.dumps(row) + "\n")
+                    done[s.id] = row
+            fout.flush()
+            bar.update(len(todo[i:i + settings.batch_size]))
+    bar.close()
+    rows = [done[s.id] for s in samples if s.id in done]
+    per_item = [sum(r["scores"]) / max(len(r["scores"]), 1) for r in rows]
+    domains: dict[str, list[float]] = defaultdict(list)
+    for r, v in zip(rows, per_item):
+        domains[r.get("domain") or bench.name].append(v)
+    return {"score": sum(per_item) / max(len(per_item), 1), "items": len(rows), "k": n, "temperature": temperature,
+            "max_new_tokens": max_new, "group": bench.group, "rejected": sum(1 for r in rows if r.get("error")),
+            "domains": {d: sum(v) / len(v) for d, v in sorted(domains.items())} if len(domains) > 1 else {},
+            "notes": bench.notes}
+
+
+def run_eval(model_path: str, family: str, benchmarks: list[str], data_dir: Path, out: Path,
+             settings: EvalSettings, processor_options: dict | None = None, progress: bool = True) -> dict:
+    """Loads the model once and runs each benchmark; a benchmark with missing data is reported and skipped."""
+    from uniopd_mm.config import ModelConfig
+    from uniopd_mm.config_base import from_dict
+    from uniopd_mm.models import load_model, load_processor
+
+    unknown = [b for b in benchmarks if b not in BENCHMARKS]
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    mcfg = from_dict(ModelConfig, {"path": str(model_path), "family": family, "processor": processor_options or {}},
+                     prefix="model")
+    model, processor = load_model(mcfg, frozen=True), load_processor(mcfg)
+    scores_path = out / "scores.json"
+    result = json.loads(scores_path.read_text()) if scores_path.exists() else {}
+    result.update({"model": str(model_path), "family": family, "date": time.strftime("%Y-%m-%d"),
+                   "machine": f"{os.cpu_count()} CPU cores"})
+    result.setdefault("benchmarks", {})
+    missing = {}
+    t0 = time.time()
+    for name in benchmarks:
+        bench = BENCHMARKS[name]
+        try:
+            result["benchmarks"][name] = run_benchmark(bench, model, processor, data_dir, out, settings, progress)
+        except MissingData as err:
+            missing[name] = str(err)
+            print(err)
+            continue
+        scores_path.write_text(json.dumps(result, indent=1))
+    result["seconds"] = time.time() - t0
+    result["missing"] = missing
+    scores_path.write_text(json.dumps(result, indent=1))
+    from .report import write_report
+
+    write_report(result, out)
+    return result
