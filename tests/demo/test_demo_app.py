@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from demo_fixtures import demo_server  # noqa: F401 - the server fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from demo_fixtures import demo_server  # noqa: F401 - the server fixture
 
 
 def chromium() -> str:
