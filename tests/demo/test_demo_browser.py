@@ -32,7 +32,10 @@ def test_browser_runs_an_example(demo_server, tmp_path):
     first_id = json.loads((demo_server["data"] / "test.jsonl").read_text().splitlines()[0])["id"]
     shot = tmp_path / "demo.png"
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium(), headless=True, args=["--no-sandbox"])
+        # the flags keep chromium off the network this machine does not have (no background connections)
+        flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+        browser = p.chromium.launch(executable_path=chromium(), headless=True, args=flags)
         page = browser.new_page(viewport={"width": 1400, "height": 1200})
         page.goto(demo_server["url"])
         page.get_by_label("example from the test split").click()
