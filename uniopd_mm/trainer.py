@@ -71,18 +71,19 @@ class Trainer:
         self.student_proc = load_processor(cfg.student)
         self.suppressed = self.student_proc.suppressed_token_ids
         # teachers are loaded once; each prompt is scored by exactly one of them
-        self.teachers = {
-            name: make_teacher(t.backend, model=load_model(t, frozen=True), processor=load_processor(t), name=name,
-                               micro_batch_size=cfg.train.micro_batch_size, temperature=cfg.rollout.temperature,
-                               suppressed_ids=self.suppressed, student_tokenizer=self.student_proc.tokenizer,
-                               shared_vocab=t.shared_vocab, strip_response_prefix=t.strip_response_prefix,
-                               device=t.device, offload_when_idle=t.offload_when_idle)
-            for name, t in cfg.teacher_registry.items()}
+        self.teachers = {name: self.make_teacher(name, t) for name, t in cfg.teacher_registry.items()}
         self.ref_model = None
         if cfg.algo.kl_coef > 0:
             self.ref_model = load_model(cfg.student, frozen=True)
-        self.rollout = make_rollout_engine(cfg.rollout.backend, model=self.engine.module,
-                                           processor=self.student_proc, batch_size=cfg.rollout.batch_size)
+        if cfg.rollout.backend == "vllm":
+            self.rollout = make_rollout_engine(
+                "vllm", model_path=cfg.student.path, processor=self.student_proc, seed=cfg.seed * 1000 + self.rank,
+                gpu_memory_utilization=cfg.rollout.vllm.gpu_memory_utilization,
+                enable_sleep_mode=cfg.rollout.vllm.enable_sleep_mode, **cfg.rollout.vllm.engine_kwargs())
+            self.rollout.sync_weights(self.engine.weights_for_sync())  # a resumed or LoRA-free start: same weights
+        else:
+            self.rollout = make_rollout_engine(cfg.rollout.backend, model=self.engine.module,
+                                               processor=self.student_proc, batch_size=cfg.rollout.batch_size)
         self.prompt_cache: dict = {}
         self.bad_ids: set[str] = set()
         self.step = 0
@@ -97,6 +98,23 @@ class Trainer:
         if self.logger is not None:
             # a fresh start begins a fresh log; a resume drops rows a killed run wrote after its checkpoint
             self.logger.truncate_after(self.step if resumed else -1)
+
+    def make_teacher(self, name, t):
+        """One scorer per configured teacher: a local HF model, a local vLLM engine, or a server."""
+        cfg = self.cfg
+        common = dict(processor=load_processor(t), name=name, micro_batch_size=cfg.train.micro_batch_size,
+                      student_tokenizer=self.student_proc.tokenizer, shared_vocab=t.shared_vocab,
+                      strip_response_prefix=t.strip_response_prefix)
+        if t.backend == "served":
+            return make_teacher("served", url=t.url, model_name=t.served_model_name, timeout=t.timeout,
+                                retries=t.retries, **common)
+        if t.backend == "vllm":
+            return make_teacher("vllm", model=t.path, engine_kwargs={
+                **t.vllm.engine_kwargs(), **({"gpu_memory_utilization": t.vllm.gpu_memory_utilization}
+                                             if torch.cuda.is_available() else {})}, **common)
+        return make_teacher("hf", model=load_model(t, frozen=True), temperature=cfg.rollout.temperature,
+                            suppressed_ids=self.suppressed, device=t.device, offload_when_idle=t.offload_when_idle,
+                            **common)
 
     # -- data and prompts ---------------------------------------------------------------------
     def load_data(self):
@@ -197,6 +215,7 @@ class Trainer:
             ro = self.rollout.generate(prompts, SamplingParams(
                 n=cfg.rollout.n, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                 top_k=cfg.rollout.top_k, max_new_tokens=cfg.rollout.max_new_tokens))
+        self.rollout.sleep()  # a vLLM engine with sleep mode frees its memory until the sync
         responses = ro.responses
         r_samples = [samples[i] for i in ro.prompt_index]
         r_prompts = [prompts[i] for i in ro.prompt_index]
@@ -258,7 +277,9 @@ class Trainer:
 
         # 7. sync
         with t("sync"):
-            self.rollout.sync_weights()
+            self.rollout.wake_up()
+            if self.cfg.rollout.backend != "hf":  # the HF engine samples from the training module itself
+                self.rollout.sync_weights(self.engine.weights_for_sync())
 
         metrics = {**self.reduce_stats(stats), **calib, **per_teacher, **train_metrics, **self.timer.pop(),
                    **self.rejects.metrics()}

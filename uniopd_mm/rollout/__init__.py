@@ -6,7 +6,7 @@ import importlib
 
 from .base import RolloutEngine, RolloutOutput, SamplingParams
 
-ENGINES = {"hf": "uniopd_mm.rollout.hf:HFRollout"}
+ENGINES = {"hf": "uniopd_mm.rollout.hf:HFRollout", "vllm": "uniopd_mm.rollout.vllm:VLLMRollout"}
 
 
 def make_rollout_engine(name: str, **kwargs) -> RolloutEngine:

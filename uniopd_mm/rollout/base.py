@@ -33,3 +33,10 @@ class RolloutEngine:
 
     def sync_weights(self, state_dict_iter=None) -> None:
         return None
+
+    def sleep(self) -> None:
+        """Free memory until :meth:`wake_up` (engines that hold their own copy of the weights)."""
+        return None
+
+    def wake_up(self) -> None:
+        return None

@@ -6,7 +6,8 @@ import importlib
 
 from .base import TeacherScorer, TeacherScores
 
-BACKENDS = {"hf": "uniopd_mm.teacher.hf:HFTeacher"}
+BACKENDS = {"hf": "uniopd_mm.teacher.hf:HFTeacher", "vllm": "uniopd_mm.teacher.vllm:VLLMTeacher",
+            "served": "uniopd_mm.teacher.vllm:ServedTeacher"}
 
 
 def make_teacher(backend: str, **kwargs) -> TeacherScorer:

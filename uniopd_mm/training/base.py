@@ -114,6 +114,14 @@ class TrainingEngine:
         """
         raise NotImplementedError
 
+    def weights_for_sync(self):
+        """``(name, tensor)`` of every weight with Hugging Face names, one at a time, for a rollout engine
+        that holds its own copy (vLLM)."""
+        if hasattr(self.module, "merge_and_unload"):
+            raise NotImplementedError("syncing LoRA adapters into vLLM is not supported; use the hf rollout with LoRA")
+        for name, p in self.module.named_parameters():
+            yield name, p.detach()
+
     @contextlib.contextmanager
     def rollout_context(self):
         """Full weights available to ``module.generate`` (gathers ZeRO-3 shards); a no-op otherwise."""

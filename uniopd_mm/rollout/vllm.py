@@ -1,0 +1,113 @@
+"""vLLM rollout engine: a colocated ``vllm.LLM`` that samples from the student's current weights.
+
+Requests are built from the processors' :class:`PromptInputs`: text-only prompts go in as token ids;
+prompts with images or video go in as the chat-template text plus ``multi_modal_data`` (vLLM expands
+the vision placeholders itself, from the same images and frames our processors read). Returned
+log-probs are vLLM's processed ones (after temperature and the logit bias that suppresses vision
+placeholders), the quantity the trainer computes. ``sync_weights`` loads the training engine's weights
+into the running model (parameter by parameter, so ZeRO-3 can gather one at a time); ``sleep`` /
+``wake_up`` free the engine's memory during the update when it was built with ``enable_sleep_mode``.
+
+Everything that does not need vLLM itself (requests, sampling arguments, output parsing) is a plain
+function tested without it; the engine is imported lazily.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import torch
+
+from .base import RolloutEngine, RolloutOutput, SamplingParams
+
+SUPPRESS_BIAS = -100.0  # vLLM clamps logit biases to [-100, 100]: enough to never sample a placeholder
+
+
+def vllm_request(prompt) -> dict:
+    """One vLLM prompt from :class:`processors.PromptInputs`."""
+    if prompt.multi_modal_data:
+        return {"prompt": prompt.text, "multi_modal_data": {k: list(v) for k, v in prompt.multi_modal_data.items()}}
+    return {"prompt_token_ids": list(prompt.prompt_ids)}
+
+
+def sampling_kwargs(params: SamplingParams, eos_ids: Iterable[int], suppressed: Iterable[int], seed: int | None = None) -> dict:
+    """Keyword arguments of ``vllm.SamplingParams`` matching ours (greedy = temperature 0)."""
+    kw = {
+        "n": params.n, "max_tokens": params.max_new_tokens, "logprobs": 0, "stop_token_ids": sorted(set(eos_ids)),
+        "skip_special_tokens": False, "detokenize": False,
+        "temperature": 0.0 if params.greedy else params.temperature,
+        "top_p": 1.0 if params.greedy else params.top_p,
+        "top_k": 0 if params.greedy or not params.top_k else params.top_k,
+    }
+    bias = {int(t): SUPPRESS_BIAS for t in suppressed}
+    if bias:
+        kw["logit_bias"] = bias
+    if seed is not None:
+        kw["seed"] = seed
+    return kw
+
+
+def parse_outputs(outputs, eos_ids: Iterable[int]) -> RolloutOutput:
+    """RolloutOutput (prompt-major) from vLLM ``RequestOutput`` objects, one per prompt in order."""
+    eos = set(eos_ids)
+    out = RolloutOutput([], [], [], [])
+    for i, req in enumerate(outputs):
+        for comp in sorted(req.outputs, key=lambda c: c.index):
+            ids = list(comp.token_ids)
+            lps = [float(step[tok].logprob) if step and tok in step else float("nan")
+                   for tok, step in zip(ids, comp.logprobs or [None] * len(ids))]
+            out.responses.append(ids)
+            out.logprobs.append(lps)
+            out.prompt_index.append(i)
+            out.finished.append(comp.finish_reason == "stop" or bool(ids and ids[-1] in eos))
+    return out
+
+
+class VLLMRollout(RolloutEngine):
+    def __init__(self, model_path: str, processor, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.5,
+                 enable_sleep_mode: bool = False, enforce_eager: bool = False, max_model_len: int | None = None,
+                 dtype: str = "auto", seed: int = 0, **engine_kwargs):
+        # in-process engine core: weight sync reaches the model object directly
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
+
+        self.processor, self.seed = processor, seed
+        self.sleep_mode = enable_sleep_mode
+        kwargs = dict(model=str(model_path), tensor_parallel_size=tensor_parallel_size, dtype=dtype, seed=seed,
+                      enforce_eager=enforce_eager, enable_sleep_mode=enable_sleep_mode,
+                      # log-probs after temperature and the logit bias, as the trainer computes them
+                      logprobs_mode="processed_logprobs", **engine_kwargs)
+        if torch.cuda.is_available():
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if max_model_len:
+            kwargs["max_model_len"] = max_model_len
+        self.llm = LLM(**kwargs)
+        self._step = 0
+
+    def generate(self, prompts, params: SamplingParams) -> RolloutOutput:
+        from vllm import SamplingParams as VSP
+
+        proc = self.processor
+        self._step += 1
+        sp = VSP(**sampling_kwargs(params, proc.eos_token_ids, proc.suppressed_token_ids, self.seed + self._step))
+        outs = self.llm.generate([vllm_request(p) for p in prompts], sp, use_tqdm=False)
+        return parse_outputs(outs, proc.eos_token_ids)
+
+    def sync_weights(self, state_dict_iter=None) -> None:
+        """Loads ``(name, tensor)`` pairs (Hugging Face names) into the running model, in place, through the
+        worker's ``reload_weights`` (the in-process engine core receives the tensors directly)."""
+        if state_dict_iter is None:
+            return
+        weights = [(name, t.detach()) for name, t in state_dict_iter]
+        # reload_weights handles weights the backend repacked after loading (a plain load_weights cannot)
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights)})
+        self.llm.reset_prefix_cache()
+
+    def sleep(self) -> None:
+        if self.sleep_mode:
+            self.llm.sleep(level=1)
+
+    def wake_up(self) -> None:
+        if self.sleep_mode:
+            self.llm.wake_up()
