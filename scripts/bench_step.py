@@ -117,10 +117,23 @@ def trl_common(args, out: Path, name: str) -> dict:
                 warmup_steps=0)
 
 
-def bench_gkd(args, prompts, out: Path) -> dict:
+def run_trl(name, trainer_cls, cfg, rows, tok, tokens, args) -> dict:
+    """Trains a TRL trainer for warm-up + timed steps; ``tokens`` is filled by its compute_loss."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    clock = StepClock()
+    torch.manual_seed(0)
+    trainer = trainer_cls(model=AutoModelForCausalLM.from_pretrained(args.student),
+                          teacher_model=AutoModelForCausalLM.from_pretrained(args.teacher), args=cfg,
+                          train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[clock.make()])
+    trainer.train()
+    return summarise(name, clock.times[args.warmup:], tokens[args.warmup:])
+
+
+def bench_gkd(args, prompts, out: Path) -> dict:
+    from transformers import AutoTokenizer
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
     tokens: list[float] = []
@@ -136,19 +149,11 @@ def bench_gkd(args, prompts, out: Path) -> dict:
             for p in prompts for _ in range(args.n)]
     cfg = GKDConfig(**trl_common(args, out, "gkd"), per_device_train_batch_size=args.prompts * args.n, lmbda=1.0,
                     beta=1.0, temperature=1.0, max_new_tokens=args.max_new_tokens, max_length=1024)
-    clock = StepClock()
-    torch.manual_seed(0)
-    trainer = CountingGKD(model=AutoModelForCausalLM.from_pretrained(args.student),
-                          teacher_model=AutoModelForCausalLM.from_pretrained(args.teacher), args=cfg,
-                          train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[clock.make()])
-    trainer.train()
-    return summarise("trl GKD", clock.times[args.warmup:], tokens[args.warmup:])
+    return run_trl("trl GKD", CountingGKD, cfg, rows, tok, tokens, args)
 
 
 def bench_minillm(args, prompts, out: Path) -> dict:
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from trl.experimental.minillm import MiniLLMConfig, MiniLLMTrainer
 
     tokens: list[float] = []
@@ -163,13 +168,7 @@ def bench_minillm(args, prompts, out: Path) -> dict:
     cfg = MiniLLMConfig(**trl_common(args, out, "minillm"), per_device_train_batch_size=args.prompts * args.n,
                         num_generations=args.n, max_completion_length=args.max_new_tokens, temperature=1.0,
                         top_k=0, top_p=1.0)
-    clock = StepClock()
-    torch.manual_seed(0)
-    trainer = CountingMiniLLM(model=AutoModelForCausalLM.from_pretrained(args.student),
-                              teacher_model=AutoModelForCausalLM.from_pretrained(args.teacher), args=cfg,
-                              train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[clock.make()])
-    trainer.train()
-    return summarise("trl MiniLLM", clock.times[args.warmup:], tokens[args.warmup:])
+    return run_trl("trl MiniLLM", CountingMiniLLM, cfg, rows, tok, tokens, args)
 
 
 def main(argv=None) -> dict:
@@ -217,12 +216,12 @@ def main(argv=None) -> dict:
              f"samples per step, at most {args.max_new_tokens} new tokens, temperature 1; median of {args.steps} steps "
              f"after {args.warmup}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPU "
              f"cores, {time.strftime('%Y-%m-%d')}.", "",
-             "| trainer | step s | response tokens / step | tokens / s | " + " | ".join(f"{o['trainer']} / this" for o in ours)
-             + " |", "|---|---|---|---|" + "---|" * len(ours)]
+             "| trainer | step s | response tokens / step | tokens / s |" + "".join(f" {o['trainer']} / this |" for o in ours),
+             "|---|---|---|---|" + "---|" * len(ours)]
     for r in results:
-        ratios = " | ".join(f"{o['tokens_per_s'] / r['tokens_per_s']:.2f}x" for o in ours)
-        lines.append(f"| {r['trainer']} | {r['step_s']:.3f} | {r['tokens_per_step']:.0f} | {r['tokens_per_s']:.0f} | "
-                     f"{ratios} |")
+        ratios = "".join(f" {o['tokens_per_s'] / r['tokens_per_s']:.2f}x |" for o in ours)
+        lines.append(f"| {r['trainer']} | {r['step_s']:.3f} | {r['tokens_per_step']:.0f} | {r['tokens_per_s']:.0f} |"
+                     f"{ratios}")
     for o in ours:
         lines += ["", f"{o['trainer']} by stage (median seconds): " + ", ".join(
             f"{k} {v:.3f}" for k, v in o["stages"].items() if v >= 0.0005)]
