@@ -229,6 +229,10 @@ class TrainConfig:
     save_every: int = cfg(0, "checkpoint every N steps (0: only at the end)", range=(0, None))
     keep_last: int = cfg(2, "checkpoints kept", range=(1, None))
     resume: bool = cfg(True, "resume from the latest complete checkpoint in output_dir")
+    max_skipped_in_a_row: int = cfg(5, "stop when this many consecutive steps were skipped for a non-finite loss or "
+                                        "gradient norm", range=(1, None))
+    max_teacher_failures_in_a_row: int = cfg(3, "stop when every rollout of this many consecutive steps failed "
+                                                 "teacher scoring", range=(1, None))
     time_budget_s: float | None = cfg(None, "stop once the training steps (evaluation and saving not counted) have "
                                       "taken this many seconds; None: train.steps only", range=(0.0, None))
     eval_every: int = cfg(0, "greedy evaluation on data.test_path every N steps (0: off)", range=(0, None))

@@ -478,6 +478,7 @@ class Trainer:
             "opd/logratio_dropped_tokens": g["n_logratio_dropped"],
             "opd/masked_tokens": g["n_masked"],
             "teacher/failed": g["n_failed"],
+            "teacher/failed_frac": g["n_failed"] / max(g["n_resp"], 1.0),
             "response/length_mean": g["n_tokens"] / max(g["n_resp"], 1.0),
             "response/truncated_frac": g["n_truncated"] / max(g["n_resp"], 1.0),
             "response/tokens": g["n_tokens"],
@@ -543,9 +544,12 @@ class Trainer:
             last = self.evaluate()
             self.log(last)
         bar = tqdm(total=cfg.steps, initial=self.step, desc="opd", disable=not (self.is_main and self.cfg.logging.progress))
+        skipped_run = failed_run = 0
         while self.step < cfg.steps:
             metrics = self.train_step()
             self.step += 1
+            skipped_run = skipped_run + 1 if metrics.get("train/skipped") else 0
+            failed_run = failed_run + 1 if metrics.get("teacher/failed_frac", 0.0) >= 1.0 else 0
             # the budget counts training steps only; every rank stops at the same step (max over ranks)
             self.train_seconds += metrics["time/step"]
             metrics["time/train_elapsed"] = self.train_seconds
@@ -557,6 +561,16 @@ class Trainer:
             last = metrics
             bar.update(1)
             bar.set_postfix({"rkl": f"{metrics['opd/reverse_kl']:.3f}", "acc": f"{metrics['reward/accuracy']:.2f}"})
+            if skipped_run >= cfg.max_skipped_in_a_row:
+                self.close_log()
+                raise RuntimeError(f"step {self.step}: {skipped_run} steps in a row were skipped for a non-finite loss "
+                                   f"or gradient norm (train.max_skipped_in_a_row={cfg.max_skipped_in_a_row}); the "
+                                   f"last checkpoint is in {self.out / 'checkpoints'}")
+            if failed_run >= cfg.max_teacher_failures_in_a_row:
+                self.close_log()
+                raise RuntimeError(f"step {self.step}: teacher scoring failed for every rollout of {failed_run} steps in "
+                                   f"a row (train.max_teacher_failures_in_a_row={cfg.max_teacher_failures_in_a_row}); "
+                                   "check the teachers (server up? model loaded?)")
             if out_of_time:
                 if self.is_main:
                     print(f"time budget of {cfg.time_budget_s:.0f} s of training reached at step {self.step}")
@@ -569,6 +583,10 @@ class Trainer:
             self.logger.close()
         last["checkpoint"] = str(final)
         return last
+
+    def close_log(self) -> None:
+        if self.logger is not None:
+            self.logger.close()
 
     def log(self, metrics: dict) -> None:
         if self.logger is not None and metrics:
