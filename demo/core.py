@@ -73,14 +73,11 @@ class ModelCache:
         self.size, self.items = size, OrderedDict()
 
     def get(self, path: Path):
-        from uniopd_mm.config import ModelConfig
-        from uniopd_mm.config_base import from_dict
-        from uniopd_mm.models import load_model, load_processor
+        from uniopd_mm.models import load_frozen
 
         key = str(Path(path).resolve())
         if key not in self.items:
-            cfg = from_dict(ModelConfig, {"path": key, "family": family_of(path)}, prefix="model")
-            self.items[key] = (load_model(cfg, frozen=True), load_processor(cfg))
+            self.items[key] = load_frozen(key, family_of(path))
             while len(self.items) > self.size:
                 self.items.popitem(last=False)
         self.items.move_to_end(key)

@@ -104,19 +104,16 @@ def setup(out: Path, tiny: Path, teacher_steps: int, student_steps: int, n_train
 def teacher_labels(out: Path, data: Path) -> tuple[Path, float]:
     """The teacher's greedy answer to every training prompt, as SFT records (cached; returns the seconds
     it took when it was made)."""
-    from uniopd_mm.config import load_config
     from uniopd_mm.data import load_jsonl
     from uniopd_mm.evaluate import evaluate
-    from uniopd_mm.models import load_model, load_processor
+    from uniopd_mm.models import load_frozen
     from uniopd_mm.rollout import make_rollout_engine
 
     path, meta = data / "train_teacher_answers.jsonl", data / "train_teacher_answers.json"
     if meta.exists():
         return path, json.loads(meta.read_text())["seconds"]
     t0 = time.time()
-    cfg = load_config(None, [], base=base_cfg(out / "teacher" / "final", out / "labels", data / "train.jsonl",
-                                              data / "test.jsonl", 1, SFT_LR))
-    model, proc = load_model(cfg.student, frozen=True), load_processor(cfg.student)
+    model, proc = load_frozen(out / "teacher" / "final", "qwen2_vl", PIXELS)
     samples = load_jsonl(data / "train.jsonl")
     preds: list = []
     evaluate(make_rollout_engine("hf", model=model, processor=proc, batch_size=64), proc, samples, 24, predictions=preds)

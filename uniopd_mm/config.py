@@ -66,13 +66,19 @@ class VLLMEngineConfig:
                                              range=(0.1, None))
 
     def engine_kwargs(self) -> dict:
+        """Keyword arguments of ``vllm.LLM`` (the GPU memory fraction only where there is a GPU)."""
         import os
+
+        import torch
 
         if self.cpu_kvcache_space_gb is not None:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.cpu_kvcache_space_gb:g}")
-        kw = {"tensor_parallel_size": self.tensor_parallel_size, "enforce_eager": self.enforce_eager, "dtype": self.dtype}
+        kw = {"tensor_parallel_size": self.tensor_parallel_size, "enforce_eager": self.enforce_eager, "dtype": self.dtype,
+              "enable_sleep_mode": self.enable_sleep_mode}
         if self.max_model_len:
             kw["max_model_len"] = self.max_model_len
+        if torch.cuda.is_available():
+            kw["gpu_memory_utilization"] = self.gpu_memory_utilization
         return kw
 
 

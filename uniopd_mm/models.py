@@ -52,6 +52,16 @@ def load_processor(cfg: ModelConfig):
                           chat_template_kwargs=cfg.chat_template_kwargs)
 
 
+def load_frozen(path, family: str, processor_options: dict | None = None):
+    """(frozen model, processor) of a checkpoint outside any experiment config (eval, demo, scripts)."""
+    from .config import ModelConfig
+    from .config_base import from_dict
+
+    cfg = from_dict(ModelConfig, {"path": str(path), "family": family, "processor": processor_options or {}},
+                    prefix="model")
+    return load_model(cfg, frozen=True), load_processor(cfg)
+
+
 def response_logits(model, batch: dict):
     """[B, T, V] logits predicting the response tokens of a training-layout batch.
 

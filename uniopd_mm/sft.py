@@ -97,8 +97,7 @@ def run_sft(cfg: Config) -> dict:
         metrics = engine.train_step(chunks, nll)
         train_seconds += time.time() - t_step
         metrics["time/train_elapsed"] = train_seconds
-        out_of_time = cfg.train.time_budget_s is not None and engine.all_reduce(
-            torch.tensor([train_seconds]), "max").item() >= cfg.train.time_budget_s
+        out_of_time = engine.budget_reached(train_seconds, cfg.train.time_budget_s)
         if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or out_of_time) and tests:
             with engine.rollout_context():
                 metrics.update(evaluate(rollout, proc, tests, cfg.rollout.max_new_tokens, engine.all_reduce,

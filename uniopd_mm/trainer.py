@@ -76,11 +76,8 @@ class Trainer:
         if cfg.algo.kl_coef > 0:
             self.ref_model = load_model(cfg.student, frozen=True)
         if cfg.rollout.backend == "vllm":
-            self.rollout = make_rollout_engine(
-                "vllm", model_path=cfg.student.path, processor=self.student_proc, seed=cfg.seed * 1000 + self.rank,
-                gpu_memory_utilization=cfg.rollout.vllm.gpu_memory_utilization,
-                enable_sleep_mode=cfg.rollout.vllm.enable_sleep_mode, **cfg.rollout.vllm.engine_kwargs())
-            self.rollout.sync_weights(self.engine.weights_for_sync())  # a resumed or LoRA-free start: same weights
+            self.rollout = make_rollout_engine("vllm", model_path=cfg.student.path, processor=self.student_proc,
+                                               seed=cfg.seed * 1000 + self.rank, **cfg.rollout.vllm.engine_kwargs())
         else:
             self.rollout = make_rollout_engine(cfg.rollout.backend, model=self.engine.module,
                                                processor=self.student_proc, batch_size=cfg.rollout.batch_size)
@@ -109,9 +106,7 @@ class Trainer:
             return make_teacher("served", url=t.url, model_name=t.served_model_name, timeout=t.timeout,
                                 retries=t.retries, **common)
         if t.backend == "vllm":
-            return make_teacher("vllm", model=t.path, engine_kwargs={
-                **t.vllm.engine_kwargs(), **({"gpu_memory_utilization": t.vllm.gpu_memory_utilization}
-                                             if torch.cuda.is_available() else {})}, **common)
+            return make_teacher("vllm", model=t.path, engine_kwargs=t.vllm.engine_kwargs(), **common)
         return make_teacher("hf", model=load_model(t, frozen=True), temperature=cfg.rollout.temperature,
                             suppressed_ids=self.suppressed, device=t.device, offload_when_idle=t.offload_when_idle,
                             **common)
@@ -234,8 +229,9 @@ class Trainer:
         reuse = cfg.rollout.reuse_logprobs
         if reuse:
             old = pad_rows(ro.logprobs)[:, : response_mask.shape[1]] * response_mask
+        forward_needed = not reuse or ref is not None
         with t("old_logprobs"), torch.no_grad():
-            for rows in chunks if (not reuse or ref is not None) else []:
+            for rows in chunks if forward_needed else []:
                 real = [r for r in rows if r >= 0]
                 batch = self.student_batch(r_prompts, responses, rows)
                 if not reuse:
@@ -278,8 +274,7 @@ class Trainer:
         # 7. sync
         with t("sync"):
             self.rollout.wake_up()
-            if self.cfg.rollout.backend != "hf":  # the HF engine samples from the training module itself
-                self.rollout.sync_weights(self.engine.weights_for_sync())
+            self.rollout.sync_weights(self.engine.weights_for_sync())  # a no-op for the HF engine (shared module)
 
         metrics = {**self.reduce_stats(stats), **calib, **per_teacher, **train_metrics, **self.timer.pop(),
                    **self.rejects.metrics()}
@@ -553,8 +548,7 @@ class Trainer:
             # the budget counts training steps only; every rank stops at the same step (max over ranks)
             self.train_seconds += metrics["time/step"]
             metrics["time/train_elapsed"] = self.train_seconds
-            out_of_time = cfg.time_budget_s is not None and self.engine.all_reduce(
-                torch.tensor([self.train_seconds]), "max").item() >= cfg.time_budget_s
+            out_of_time = self.engine.budget_reached(self.train_seconds, cfg.time_budget_s)
             if cfg.eval_every and (self.step % cfg.eval_every == 0 or out_of_time):
                 metrics.update(self.evaluate())
             self.log(metrics)
@@ -579,8 +573,7 @@ class Trainer:
                 self.save_checkpoint()
         bar.close()
         final = self.save_checkpoint()
-        if self.logger is not None:
-            self.logger.close()
+        self.close_log()
         last["checkpoint"] = str(final)
         return last
 

@@ -116,17 +116,13 @@ def run_benchmark(bench, model, processor, data_dir: Path, out: Path, settings: 
 def run_eval(model_path: str, family: str, benchmarks: list[str], data_dir: Path, out: Path,
              settings: EvalSettings, processor_options: dict | None = None, progress: bool = True) -> dict:
     """Loads the model once and runs each benchmark; a benchmark with missing data is reported and skipped."""
-    from uniopd_mm.config import ModelConfig
-    from uniopd_mm.config_base import from_dict
-    from uniopd_mm.models import load_model, load_processor
+    from uniopd_mm.models import load_frozen
 
     unknown = [b for b in benchmarks if b not in BENCHMARKS]
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
     out.mkdir(parents=True, exist_ok=True)
-    mcfg = from_dict(ModelConfig, {"path": str(model_path), "family": family, "processor": processor_options or {}},
-                     prefix="model")
-    model, processor = load_model(mcfg, frozen=True), load_processor(mcfg)
+    model, processor = load_frozen(model_path, family, processor_options)
     scores_path = out / "scores.json"
     result = json.loads(scores_path.read_text()) if scores_path.exists() else {}
     result.update({"model": str(model_path), "family": family, "date": time.strftime("%Y-%m-%d"),

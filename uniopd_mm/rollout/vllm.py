@@ -17,8 +17,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-import torch
-
 from .base import RolloutEngine, RolloutOutput, SamplingParams
 
 SUPPRESS_BIAS = -100.0  # vLLM clamps logit biases to [-100, 100]: enough to never sample a placeholder
@@ -65,24 +63,16 @@ def parse_outputs(outputs, eos_ids: Iterable[int]) -> RolloutOutput:
 
 
 class VLLMRollout(RolloutEngine):
-    def __init__(self, model_path: str, processor, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.5,
-                 enable_sleep_mode: bool = False, enforce_eager: bool = False, max_model_len: int | None = None,
-                 dtype: str = "auto", seed: int = 0, **engine_kwargs):
+    def __init__(self, model_path: str, processor, seed: int = 0, **engine_kwargs):
+        """``engine_kwargs`` go to ``vllm.LLM`` (``VLLMEngineConfig.engine_kwargs()`` builds them)."""
         # in-process engine core: weight sync reaches the model object directly
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
         self.processor, self.seed = processor, seed
-        self.sleep_mode = enable_sleep_mode
-        kwargs = dict(model=str(model_path), tensor_parallel_size=tensor_parallel_size, dtype=dtype, seed=seed,
-                      enforce_eager=enforce_eager, enable_sleep_mode=enable_sleep_mode,
-                      # log-probs after temperature and the logit bias, as the trainer computes them
-                      logprobs_mode="processed_logprobs", **engine_kwargs)
-        if torch.cuda.is_available():
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        if max_model_len:
-            kwargs["max_model_len"] = max_model_len
-        self.llm = LLM(**kwargs)
+        self.sleep_mode = bool(engine_kwargs.get("enable_sleep_mode"))
+        # log-probs after temperature and the logit bias, as the trainer computes them
+        self.llm = LLM(model=str(model_path), seed=seed, logprobs_mode="processed_logprobs", **engine_kwargs)
         self._step = 0
 
     def generate(self, prompts, params: SamplingParams) -> RolloutOutput:
@@ -99,9 +89,9 @@ class VLLMRollout(RolloutEngine):
         worker's ``reload_weights`` (the in-process engine core receives the tensors directly)."""
         if state_dict_iter is None:
             return
-        weights = [(name, t.detach()) for name, t in state_dict_iter]
-        # reload_weights handles weights the backend repacked after loading (a plain load_weights cannot)
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights)})
+        # reload_weights handles weights the backend repacked after loading (a plain load_weights cannot);
+        # the in-process worker consumes the iterator, so ZeRO-3 gathers one parameter at a time
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(state_dict_iter)})
         self.llm.reset_prefix_cache()
 
     def sleep(self) -> None:

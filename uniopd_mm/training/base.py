@@ -114,13 +114,20 @@ class TrainingEngine:
         """
         raise NotImplementedError
 
-    def weights_for_sync(self):
-        """``(name, tensor)`` of every weight with Hugging Face names, one at a time, for a rollout engine
-        that holds its own copy (vLLM)."""
+    def params_for_sync(self):
+        """The module's named parameters, for a rollout engine that holds its own copy (vLLM)."""
         if hasattr(self.module, "merge_and_unload"):
             raise NotImplementedError("syncing LoRA adapters into vLLM is not supported; use the hf rollout with LoRA")
-        for name, p in self.module.named_parameters():
+        return self.module.named_parameters()
+
+    def weights_for_sync(self):
+        """``(name, tensor)`` of every weight with Hugging Face names, one at a time."""
+        for name, p in self.params_for_sync():
             yield name, p.detach()
+
+    def budget_reached(self, seconds: float, budget: float | None) -> bool:
+        """Whether ``seconds`` of training reached ``budget`` on any rank (so every rank stops together)."""
+        return budget is not None and self.all_reduce(torch.tensor([seconds]), "max").item() >= budget
 
     @contextlib.contextmanager
     def rollout_context(self):

@@ -173,16 +173,14 @@ class DeepSpeedEngine(TrainingEngine):
 
     def weights_for_sync(self):
         """As the base, with each ZeRO-3 partitioned parameter gathered whole while it is copied."""
-        if hasattr(self.module, "merge_and_unload"):
-            raise NotImplementedError("syncing LoRA adapters into vLLM is not supported; use the hf rollout with LoRA")
+        if self.cfg.zero_stage != 3:
+            yield from super().weights_for_sync()
+            return
         import deepspeed
 
-        for name, p in self.module.named_parameters():
-            if self.cfg.zero_stage == 3:
-                with deepspeed.zero.GatheredParameters([p]):
-                    yield name, p.detach().clone()
-            else:
-                yield name, p.detach()
+        for name, p in self.params_for_sync():
+            with deepspeed.zero.GatheredParameters([p]):
+                yield name, p.detach().clone()
 
     def export_hf(self, directory: Path, processor) -> None:
         """All ranks call this; rank 0 writes a plain Hugging Face checkpoint (LoRA merged)."""
