@@ -92,6 +92,8 @@ class Trainer:
         self.train_seconds = 0.0  # summed step times (evaluation and saving excluded), saved in checkpoints
         self.seen_ids: list[list[str]] = []  # prompt ids of each step, for audits and resume tests
         resumed = cfg.train.resume and self.try_resume()
+        if resumed:  # an engine with its own copy of the weights (vLLM) loaded the checkpoint's start, not these
+            self.rollout.sync_weights(self.engine.weights_for_sync())
         if self.logger is not None:
             # a fresh start begins a fresh log; a resume drops rows a killed run wrote after its checkpoint
             self.logger.truncate_after(self.step if resumed else -1)
