@@ -70,6 +70,7 @@ class ModalityProcessor:
         self.options = options
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.max_prompt_tokens = getattr(options, "max_prompt_tokens", None)
+        self.truncated: set[str] = set()  # keys of the samples whose prompt was truncated
         self._load()
 
     def _load(self) -> None:
@@ -101,9 +102,20 @@ class ModalityProcessor:
     def messages_for(self, sample: Sample) -> list[dict]:
         return text_view_messages(sample) if (self.view == "text" or not self.is_multimodal) else sample.messages
 
-    def check_length(self, sample: Sample, n_tokens: int) -> None:
-        if self.max_prompt_tokens is not None and n_tokens > self.max_prompt_tokens:
-            raise sample.error(PromptTooLong, f"prompt has {n_tokens} tokens > max_prompt_tokens={self.max_prompt_tokens}")
+    def fit_length(self, sample: Sample, n_tokens: int, visual: bool) -> int:
+        """How many tokens of the prompt to keep (its last ones): all of them when it fits, else
+        ``max_prompt_tokens`` under ``overlong_prompt: truncate``; otherwise raises PromptTooLong.
+        A visual prompt is never cut (its placeholder tokens must match its pixel features)."""
+        limit = self.max_prompt_tokens
+        if limit is None or n_tokens <= limit:
+            return n_tokens
+        reason = f"prompt has {n_tokens} tokens > max_prompt_tokens={limit}"
+        if getattr(self.options, "overlong_prompt", "skip") != "truncate":
+            raise sample.error(PromptTooLong, reason)
+        if visual:
+            raise sample.error(PromptTooLong, reason + " (a prompt with images or video is not truncated)")
+        self.truncated.add(sample.key)
+        return limit
 
     def save_pretrained(self, directory) -> None:
         """Writes the tokenizer / processor files next to an exported model."""

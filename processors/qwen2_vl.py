@@ -92,9 +92,13 @@ class Processor(ModalityProcessor):
         except Exception as e:
             raise sample.error(DataError, f"the {self.family} processor failed: {type(e).__name__}: {e}") from None
         ids = out["input_ids"][0].tolist()
-        self.check_length(sample, len(ids))
         features = {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
         tt = out.get("mm_token_type_ids")
+        keep = self.fit_length(sample, len(ids), visual=bool(images or videos))
+        if keep < len(ids):
+            ids = ids[-keep:]
+            text = self.tokenizer.decode(ids, skip_special_tokens=False)
+            tt = tt[:, -keep:] if tt is not None else None
         mm_data = {}
         if images:
             mm_data["image"] = list(images)

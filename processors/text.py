@@ -29,5 +29,8 @@ class Processor(ModalityProcessor):
         text = self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True, **self.chat_template_kwargs)
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        self.check_length(sample, len(ids))
+        keep = self.fit_length(sample, len(ids), visual=False)
+        if keep < len(ids):
+            ids = ids[-keep:]
+            text = self.tokenizer.decode(ids, skip_special_tokens=False)
         return PromptInputs(sample_id=sample.id, prompt_ids=ids, text=text)

@@ -26,7 +26,11 @@ class ProcessorConfig:
     fps: float | None = cfg(2.0, "frames sampled per second of video", range=(0.01, None))
     min_frames: int | None = cfg(None, "fewest frames sampled from a video", range=(2, None))
     max_frames: int | None = cfg(None, "most frames sampled from a video", range=(2, None))
-    max_prompt_tokens: int | None = cfg(None, "a longer prompt is rejected as PromptTooLong", range=(1, None))
+    max_prompt_tokens: int | None = cfg(None, "longest prompt in tokens (what happens to a longer one: overlong_prompt)",
+                                        range=(1, None))
+    overlong_prompt: Literal["skip", "truncate"] = cfg(
+        "skip", "a prompt over max_prompt_tokens: skip (rejected as PromptTooLong) or truncate (keep its last "
+                "max_prompt_tokens tokens; text prompts only, a visual prompt is still skipped)")
 
     def __post_init__(self):
         for lo, hi in (("image_min_pixels", "image_max_pixels"), ("video_min_pixels", "video_max_pixels"),
@@ -239,6 +243,8 @@ class TrainConfig:
                                         "gradient norm", range=(1, None))
     max_teacher_failures_in_a_row: int = cfg(3, "stop when every rollout of this many consecutive steps failed "
                                                  "teacher scoring", range=(1, None))
+    collective_timeout_s: float = cfg(600.0, "a collective (all-reduce, barrier) waiting longer than this for another "
+                                             "process fails with an error instead of hanging", range=(1.0, None))
     time_budget_s: float | None = cfg(None, "stop once the training steps (evaluation and saving not counted) have "
                                       "taken this many seconds; None: train.steps only", range=(0.0, None))
     eval_every: int = cfg(0, "greedy evaluation on data.test_path every N steps (0: off)", range=(0, None))
