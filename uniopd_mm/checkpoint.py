@@ -3,7 +3,8 @@
     checkpoints/step_000010/  engine/ (optimiser, scheduler, model: the engine's own format)
                               hf/     (the student in Hugging Face format, with its processor)
                               trainer_state.json, rng_rank<r>.pt, COMPLETE
-A directory without COMPLETE, or still named ``.tmp-*``, is never loaded.
+A directory without COMPLETE, or still named ``.tmp-*`` (being written) or ``.old-*`` (being
+deleted), is never loaded.
 """
 
 from __future__ import annotations
@@ -54,14 +55,24 @@ def finalize(tmp: Path, final: Path, trainer_state: dict, keep_last: int) -> Non
         os.fsync(fh.fileno())
     (tmp / COMPLETE).write_text("ok\n")
     if final.exists():
-        shutil.rmtree(final)
+        retire(final)
     os.replace(tmp, final)
     done = sorted(p for p in final.parent.glob("step_*") if (p / COMPLETE).exists())
     for old in done[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+        retire(old)
+
+
+def retire(path: Path) -> None:
+    """Deletes a checkpoint so that a kill part-way never leaves a loadable half: it is first renamed
+    (atomically) out of the ``step_*`` namespace, then removed."""
+    gone = path.parent / f".old-{path.name}"
+    if gone.exists():
+        shutil.rmtree(gone, ignore_errors=True)
+    os.replace(path, gone)
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def clean_stale(root: Path) -> None:
-    """Removes half-written ``.tmp-*`` directories left by a kill."""
-    for p in root.glob(".tmp-*"):
+    """Removes half-written ``.tmp-*`` and half-deleted ``.old-*`` directories left by a kill."""
+    for p in [*root.glob(".tmp-*"), *root.glob(".old-*")]:
         shutil.rmtree(p, ignore_errors=True)

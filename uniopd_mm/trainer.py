@@ -37,6 +37,17 @@ from .training import make_training_engine
 from .verifiers import verify
 
 
+def _error_names(cls) -> set[str]:
+    return {cls.__name__}.union(*(_error_names(c) for c in cls.__subclasses__()))
+
+
+DATA_ERRORS = _error_names(DataError)  # every reject type, in a fixed order for the all-reduce
+
+
+# what gloo / NCCL say when a peer process is gone or stuck past the collective timeout
+PEER_LOST = ("Timed out", "timed out", "Connection closed by peer", "Connection reset by peer", "NCCL communicator")
+
+
 def pad_rows(rows: list[list[float]], value: float = 0.0) -> torch.Tensor:
     width = max(1, max((len(r) for r in rows), default=1))
     out = torch.full((len(rows), width), value, dtype=torch.float32)
@@ -250,6 +261,7 @@ class Trainer:
         with t("teacher"):
             routes = [self.teacher_of(s) for s in r_samples]
             scores = self.score_by_teacher(r_samples, responses, routes, response_mask.shape[1])
+            self.record_teacher_failures(r_samples, routes, scores, response_mask)
         teacher_lp = scores.logprobs
 
         # 5. advantages and masks
@@ -279,13 +291,26 @@ class Trainer:
             self.rollout.sync_weights(self.engine.weights_for_sync())  # a no-op for the HF engine (shared module)
 
         metrics = {**self.reduce_stats(stats), **calib, **per_teacher, **train_metrics, **self.timer.pop(),
-                   **self.rejects.metrics()}
+                   **self.data_metrics()}
         step_time = time.perf_counter() - t_step
         metrics["time/step"] = step_time
         if torch.cuda.is_available():
             metrics["memory/peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         metrics["throughput/tokens_per_s"] = metrics["response/tokens"] / max(step_time, 1e-9)
         return metrics
+
+    def data_metrics(self) -> dict[str, float]:
+        """Records rejected so far, by error type, and prompts cut to max_prompt_tokens (overlong_prompt:
+        truncate), summed over ranks (load-time rejects are rank 0's, encode-time ones each rank's)."""
+        names = sorted(DATA_ERRORS)
+        local = [float(self.rejects.counts.get(n, 0)) for n in names] + [
+            float(len(self.student_proc.truncated)),
+            float(sum(len(getattr(getattr(t, "processor", None), "truncated", ())) for t in self.teachers.values()))]
+        vec = self.engine.all_reduce(torch.tensor(local, dtype=torch.float64)).tolist()
+        out = {"data/rejected": sum(vec[: len(names)])}
+        out.update({f"data/rejected_{n}": v for n, v in zip(names, vec) if v})
+        out["data/truncated_prompts"], out["data/truncated_teacher_prompts"] = vec[len(names):]
+        return out
 
     def score_by_teacher(self, samples, responses, routes, width) -> TeacherScores:
         """Scores each rollout with its routed teacher and merges the results into [B, T] tensors."""
@@ -299,7 +324,13 @@ class Trainer:
             rows = [i for i, r in enumerate(routes) if r == name]
             if not rows:
                 continue
-            sc = teacher.score([samples[i] for i in rows], [responses[i] for i in rows], topk=topk, full=full)
+            try:
+                sc = teacher.score([samples[i] for i in rows], [responses[i] for i in rows], topk=topk, full=full)
+            except Exception as e:  # noqa: BLE001 - a teacher that raises fails its rollouts, not the run
+                merged.failed[rows] = True
+                for i in rows:
+                    merged.reasons[i] = f"{type(e).__name__}: {e}"
+                continue
             w = min(width, sc.logprobs.shape[1])
             merged.logprobs[rows, :w] = sc.logprobs[:, :w]
             merged.token_mask[rows, :w] = sc.token_mask[:, :w] if sc.token_mask is not None else 1.0
@@ -317,6 +348,19 @@ class Trainer:
                     merged.full_logprobs = torch.zeros(n, width, sc.full_logprobs.shape[-1])
                 merged.full_logprobs[rows, :w] = sc.full_logprobs[:, :w]
         return merged
+
+    def record_teacher_failures(self, samples, routes, scores, response_mask) -> None:
+        """Appends each rollout whose teacher scoring failed (or gave NaN/inf) to teacher_failures.jsonl."""
+        bad_token = (~torch.isfinite(scores.logprobs) & response_mask.bool()).any(-1)
+        rows = [i for i in range(len(samples)) if scores.failed[i] or bad_token[i]]
+        if not rows:
+            return
+        path = self.out / ("teacher_failures.jsonl" if self.is_main else f"teacher_failures.rank{self.rank}.jsonl")
+        with open(path, "a") as fh:
+            for i in rows:
+                reason = scores.reasons[i] if scores.failed[i] else "non-finite teacher log-prob"
+                fh.write(json.dumps({"step": self.step + 1, "id": samples[i].id, "teacher": routes[i],
+                                     "reason": reason}) + "\n")
 
     def teacher_metrics(self, routes, old, teacher_lp, advantages, loss_mask, ok, verdict, group) -> dict[str, float]:
         """Reverse KL, failures and inversion rate per teacher (only with more than one teacher)."""
@@ -543,7 +587,15 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, desc="opd", disable=not (self.is_main and self.cfg.logging.progress))
         skipped_run = failed_run = 0
         while self.step < cfg.steps:
-            metrics = self.train_step()
+            try:
+                metrics = self.train_step()
+            except RuntimeError as e:
+                if self.world > 1 and any(k in str(e) for k in PEER_LOST):
+                    raise RuntimeError(
+                        f"rank {self.rank}, step {self.step + 1}: lost contact with another process (it died, or it "
+                        f"froze for over train.collective_timeout_s={cfg.collective_timeout_s:g} s); the last "
+                        f"checkpoint is in {self.out / 'checkpoints'}") from e
+                raise
             self.step += 1
             skipped_run = skipped_run + 1 if metrics.get("train/skipped") else 0
             failed_run = failed_run + 1 if metrics.get("teacher/failed_frac", 0.0) >= 1.0 else 0

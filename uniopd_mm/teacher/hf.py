@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 
 from uniopd_mm.algo.xtok import project_logprobs
-from uniopd_mm.data import DataError
 from uniopd_mm.models import score_response_tokens
 
 from .base import TeacherScorer, TeacherScores
@@ -88,7 +87,7 @@ class HFTeacher(TeacherScorer):
         for i, (s, r) in enumerate(zip(samples, responses)):
             try:
                 prepared[i] = (self.encode(s), *self._teacher_ids(r))
-            except (DataError, ValueError) as e:
+            except Exception as e:  # noqa: BLE001 - a prompt the teacher cannot take fails that sample only
                 failed[i], reasons[i] = True, f"{type(e).__name__}: {e}"
         ok = list(prepared)
         if self.offload:

@@ -39,8 +39,11 @@ def deepspeed_config(cfg) -> dict:
     }
 
 
-def init_distributed() -> None:
-    """Initialises torch.distributed once (env from the deepspeed launcher, or a 1-process default)."""
+def init_distributed(timeout_s: float = 600.0) -> None:
+    """Initialises torch.distributed once (env from the deepspeed launcher, or a 1-process default).
+    A collective that waits longer than ``timeout_s`` for a peer raises instead of hanging."""
+    import datetime
+
     import deepspeed
     import torch.distributed as dist
 
@@ -57,7 +60,7 @@ def init_distributed() -> None:
             s.bind(("127.0.0.1", 0))
             os.environ["MASTER_PORT"] = str(s.getsockname()[1])
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    deepspeed.init_distributed(dist_backend=backend)
+    deepspeed.init_distributed(dist_backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
 
 
 class DeepSpeedEngine(TrainingEngine):
@@ -65,7 +68,7 @@ class DeepSpeedEngine(TrainingEngine):
         import deepspeed
         import torch.distributed as dist
 
-        init_distributed()
+        init_distributed(train_cfg.collective_timeout_s)
         self.cfg, self.model_loader = train_cfg, model_loader
         self.ds_config = deepspeed_config(train_cfg)
         self._hf_ds_config = None
