@@ -8,7 +8,7 @@ export FORCE_QWENVL_VIDEO_READER ?= decord
 export TOKENIZERS_PARALLELISM ?= false
 ART ?= artifacts
 
-.PHONY: install run test test-all data models clean bench-step bench-env demo test-vllm vllm-env bench-step-vllm
+.PHONY: install run test test-all test-faults data models clean bench-step bench-env demo test-vllm vllm-env bench-step-vllm
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
+
+test-faults: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m faults -rA tests/faults
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider --runslow

@@ -1,7 +1,8 @@
 """Session fixtures: tiny models and synthetic data built locally, once per test run.
 
 Markers: ``slow`` (skipped unless --runslow or UNIOPD_RUN_SLOW=1), ``gpu`` (skipped without CUDA),
-``vllm`` (skipped where vllm is not importable). Each skip says why.
+``vllm`` (skipped where vllm is not importable); each skip says why. ``faults`` marks every test
+under tests/faults (run by default; ``-m faults`` runs the suite alone).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def pytest_collection_modifyitems(config, items):
         pass
     has_vllm = importlib.util.find_spec("vllm") is not None
     for item in items:
+        if "faults" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.faults)
         if "slow" in item.keywords and not run_slow:
             item.add_marker(pytest.mark.skip(reason="slow: run with --runslow or UNIOPD_RUN_SLOW=1"))
         if "gpu" in item.keywords and not has_cuda:
@@ -108,7 +111,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def demo_server(tiny_dir, tmp_path_factory):
     from uniopd_mm.synthetic import SyntheticSpec, generate
 

@@ -3,14 +3,11 @@ the served teacher's batching, retries, timeouts and failure marking against a f
 
 from __future__ import annotations
 
-import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
 import torch
+from fake_openai import FakeServer
 
 from uniopd_mm.rollout.base import SamplingParams
 from uniopd_mm.rollout.vllm import SUPPRESS_BIAS, parse_outputs, sampling_kwargs, vllm_request
@@ -74,46 +71,6 @@ def test_prompt_logprob_extraction():
         response_logprobs_from_prompt_logprobs([None, {6: -0.5}, {9: -1.0}, {8: -2.0}], ids, 2)
     with pytest.raises(ValueError, match="non-finite"):
         response_logprobs_from_prompt_logprobs([None, {6: -0.5}, {7: float("-inf")}, {8: -2.0}], ids, 2)
-
-
-class FakeServer:
-    """An OpenAI-compatible /v1/completions that answers prompt_logprobs = -(position / 10); ``plan`` is a
-    list of behaviours per call: "ok", "500", "slow"."""
-
-    def __init__(self, plan):
-        self.plan, self.calls = list(plan), []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.calls.append(body)
-                mode = outer.plan.pop(0) if outer.plan else "ok"
-                if mode == "slow":
-                    time.sleep(1.5)
-                if mode == "500":
-                    self.send_response(500)
-                    self.end_headers()
-                    return
-                choices = [{"index": k, "text": "", "prompt_logprobs": [None] + [
-                    {str(t): {"logprob": -pos / 10, "rank": 1}} for pos, t in enumerate(p) if pos > 0]}
-                    for k, p in enumerate(body["prompt"])]
-                data = json.dumps({"choices": choices}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The Gradio demo, served on 127.0.0.1 by `demo/app.py` with the tiny models: every endpoint through
-gradio_client, the heat map's values checked against the scorers, and the refusals (oversized upload,
-overlong video, a path the browser made up)."""
+gradio_client and the heat map's values checked against the scorers. Its refusals (oversized upload,
+overlong video, paths the browser made up) are in tests/faults/test_demo_faults.py."""
 
 from __future__ import annotations
 
@@ -57,42 +57,3 @@ def test_heatmap_values_are_the_scorers_difference(tiny_dir, synth_samples):
     shown = [float(x) for x in re.findall(r'data-delta="(-?[\d.]+)"', res["student"]["heatmap"])]
     assert shown == pytest.approx(expected, abs=1e-3)
     assert res["student"]["mean_delta"] == pytest.approx(sum(expected) / len(expected), abs=1e-5)
-
-
-def test_oversized_upload_is_refused(demo_server, tmp_path):
-    import numpy as np
-    from gradio_client import handle_file
-    from PIL import Image
-
-    big = tmp_path / "big.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(big)
-    assert big.stat().st_size > 0.05 * 2**20
-    with pytest.raises(Exception, match=r"(?i)limit|too large|exceed"):
-        client(demo_server["url"]).predict("student", "teacher", "What color?", handle_file(str(big)), None, "", "",
-                                           0.0, 1.0, 4, 0, api_name="/compare")
-
-
-def test_overlong_video_is_refused(demo_server):
-    from gradio_client import handle_file
-
-    video = next(p for p in (demo_server["data"] / "videos").glob("*.mp4"))  # 4 frames at 2 fps = 2 s > 1 s
-    with pytest.raises(Exception, match=r"over the 1 s limit"):
-        client(demo_server["url"]).predict("student", "teacher", "What color?", None, handle_file(str(video)),
-                                           "", "", 0.0, 1.0, 4, 0, api_name="/compare")
-
-
-def test_a_path_from_the_browser_is_refused(demo_server):
-    """A hand-made request naming a server file instead of uploading one gets an error, never the file."""
-    import httpx
-
-    secret = demo_server["data"] / "server.log"
-    payload = {"data": ["student", "teacher", "What color?", {"path": str(secret), "meta": {"_type": "gradio.FileData"}},
-                        None, "", "", 0.0, 1.0, 4, 0]}
-    base = demo_server["url"] + "gradio_api/call/compare"
-    r = httpx.post(base, json=payload, timeout=30)
-    if r.status_code != 200:  # refused at the door
-        assert 400 <= r.status_code < 500
-        return
-    event = r.json()["event_id"]
-    stream = httpx.get(f"{base}/{event}", timeout=60).text
-    assert "event: error" in stream and "event: complete" not in stream
