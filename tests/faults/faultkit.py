@@ -25,8 +25,12 @@ def write_config(cfg, path: Path) -> Path:
 def start(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
     """A process in its own session (so killpg reaches every child), output to ``log``."""
     fh = open(log, "ab")
+    # NOTE: not the distributed variables of this pytest process (an in-process DeepSpeed engine set
+    # MASTER_PORT, whose port it still holds)
+    inherited = {k: v for k, v in os.environ.items()
+                 if k not in ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE")}
     return subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, **(env or {})})
+                            env={**inherited, **(env or {})})
 
 
 def kill9_when_ready(proc: subprocess.Popen, ready: Path, log: Path, timeout: float = 300) -> None:
