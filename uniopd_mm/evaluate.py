@@ -10,11 +10,12 @@ from .verifiers import verify
 
 
 def evaluate(rollout, processor, samples, max_new_tokens: int = 64, all_reduce=None,
-             rank: int = 0, world_size: int = 1, predictions: list | None = None) -> dict[str, float]:
+             rank: int = 0, world_size: int = 1, predictions: list | None = None, on_error=None) -> dict[str, float]:
     """Greedy-decodes this rank's shard of ``samples``, verifies, and sums counts across ranks.
 
-    Returns ``eval/accuracy`` (over all records; unknown counts as wrong) and
-    ``eval/accuracy/<domain>``. ``predictions`` (a list), when given, receives one dict per record.
+    Returns ``eval/accuracy`` (over all records; unknown counts as wrong), ``eval/accuracy/<domain>``
+    and ``eval/rejected`` (records whose prompt could not be built; each is passed to ``on_error``).
+    ``predictions`` (a list), when given, receives one dict per record.
     """
     import torch
 
@@ -24,7 +25,9 @@ def evaluate(rollout, processor, samples, max_new_tokens: int = 64, all_reduce=N
         try:
             prompts.append(processor.encode_prompt(s))
             kept.append(s)
-        except DataError:
+        except DataError as err:
+            if on_error is not None:
+                on_error(err)
             continue
     correct, total = defaultdict(float), defaultdict(float)
     if prompts:
@@ -42,10 +45,13 @@ def evaluate(rollout, processor, samples, max_new_tokens: int = 64, all_reduce=N
         if id(s) not in kept_ids:
             total[s.domain] += 1
     domains = sorted({s.domain for s in samples})
-    vec = torch.tensor([[correct[d], total[d]] for d in domains], dtype=torch.float64)
+    vec = torch.tensor([[correct[d], total[d]] for d in domains] + [[float(len(shard) - len(kept)), 0.0]],
+                       dtype=torch.float64)
     if all_reduce is not None:
         vec = all_reduce(vec)
+    rejected, vec = vec[-1, 0].item(), vec[:-1]
     metrics = {f"eval/accuracy/{d}": (vec[i, 0] / vec[i, 1]).item() if vec[i, 1] > 0 else 0.0
                for i, d in enumerate(domains)}
     metrics["eval/accuracy"] = (vec[:, 0].sum() / vec[:, 1].sum().clamp(min=1)).item()
+    metrics["eval/rejected"] = rejected
     return metrics

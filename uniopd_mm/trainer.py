@@ -77,7 +77,12 @@ class Trainer:
         self.samples, self.sampler = self.load_data()
         self.test_samples = []
         if cfg.data.test_path and cfg.train.eval_every:
-            self.test_samples = load_jsonl(cfg.data.test_path, strict=False, verify_media=cfg.data.verify_media)
+            # test records that fail to load, or whose prompt fails to build, go to rejects_test.jsonl
+            self.test_rejects = RejectLog(self.out / ("rejects_test.jsonl" if self.is_main else
+                                                      f"rejects_test.rank{self.rank}.jsonl"))
+            self.test_samples = load_jsonl(cfg.data.test_path, cfg.data.strict, self.test_rejects, cfg.data.verify_media)
+            if self.test_rejects.total and self.is_main:
+                print(f"{self.test_rejects.total} test records rejected: see {self.test_rejects.path}")
             self.test_samples = self.test_samples[: cfg.train.eval_samples]
         self.student_proc = load_processor(cfg.student)
         self.suppressed = self.student_proc.suppressed_token_ids
@@ -94,6 +99,7 @@ class Trainer:
                                                processor=self.student_proc, batch_size=cfg.rollout.batch_size)
         self.prompt_cache: dict = {}
         self.bad_ids: set[str] = set()
+        self.bad_test_ids: set[str] = set()
         self.step = 0
         self.logger = None
         if self.is_main:
@@ -537,7 +543,16 @@ class Trainer:
             return {}
         with self.timer("eval"), self.engine.rollout_context():
             return evaluate(self.rollout, self.student_proc, self.test_samples, self.cfg.rollout.max_new_tokens,
-                            all_reduce=self.engine.all_reduce, rank=self.rank, world_size=self.world)
+                            all_reduce=self.engine.all_reduce, rank=self.rank, world_size=self.world,
+                            on_error=self.reject_test_record)
+
+    def reject_test_record(self, err: DataError) -> None:
+        """A test record whose prompt failed to build: written once, scored wrong at every evaluation."""
+        if err.record_id not in self.bad_test_ids:
+            self.bad_test_ids.add(err.record_id)
+            if self.cfg.data.strict:
+                raise err
+            self.test_rejects.add(err)
 
     def save_checkpoint(self) -> Path:
         root = self.out / "checkpoints"

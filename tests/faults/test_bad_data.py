@@ -110,3 +110,16 @@ def test_strict_mode_stops_at_a_prompt_that_goes_bad(tiny_dir, dirty_data, tmp_p
                               f"data.train_path={clean}"))
     with pytest.raises(D.PromptTooLong, match=r"record 'long-"):
         trainer.train()
+
+
+def test_bad_test_records_are_written_and_scored_wrong(tiny_dir, dirty_data, tmp_path):
+    out = tmp_path / "eval"
+    trainer = Trainer(_config(tiny_dir, dirty_data, out, "train.eval_every=1",
+                              f"data.test_path={dirty_data / 'train.jsonl'}"))
+    (dirty_data / "later.png").write_bytes(b"not a png any more")
+    trainer.train()
+    rejects = [json.loads(line) for line in (out / "rejects_test.jsonl").read_text().splitlines()]
+    # the 7 bad at load, then at the first evaluation the 2 long prompts and the image that went bad; once each
+    assert sorted(r["error"] for r in rejects) == sorted([cls for _, cls in BAD] + ["PromptTooLong"] * 2 + ["CorruptImage"])
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 1] and [r["eval/rejected"] for r in rows] == [3.0, 3.0]
