@@ -9,7 +9,9 @@ same tiny text student and teacher (the Qwen3-shaped ``qwen3-student`` / ``qwen3
 batch (``--prompts`` prompts x ``--n`` samples = sequences per step), the same response length cap
 and the same sampling (temperature 1, top-k off, top-p 1), all in this one process:
 
-- ``uniopd_mm``: ``Trainer.train_step`` with the torch engine and plain sampled-token OPD;
+- ``uniopd_mm``: ``Trainer.train_step`` with the torch engine and plain sampled-token OPD (rows: as is;
+  ``reuse``: pi_old from the rollout; ``fast``: that plus ``rollout.decoder: static`` with a compiled
+  step, whose one-off compile falls in the warm-up steps, reported apart);
 - ``trl GKD``: ``GKDTrainer`` fully on-policy (``lmbda=1``) with reverse KL (``beta=1``); GKD samples one
   completion per prompt, so each prompt appears ``--n`` times in its batch;
 - ``trl MiniLLM``: ``MiniLLMTrainer`` (GRPO-based) with ``num_generations=--n``.
@@ -46,7 +48,7 @@ def prompts_from(data_dir: Path, k: int) -> list[str]:
             else " ".join(c.get("text", "") for c in s.messages[-1]["content"]) for s in samples]
 
 
-def bench_ours(args, data_dir: Path, out: Path, reuse: bool = False, backend: str = "hf") -> dict:
+def bench_ours(args, data_dir: Path, out: Path, reuse: bool = False, backend: str = "hf", fast: bool = False) -> dict:
     import torch
 
     from uniopd_mm.config import load_config
@@ -58,7 +60,8 @@ def bench_ours(args, data_dir: Path, out: Path, reuse: bool = False, backend: st
         "teacher": {"path": str(args.teacher), "family": "text"},
         "data": {"train_path": str(data_dir / "train_text.jsonl")},
         "rollout": {"n": args.n, "max_new_tokens": args.max_new_tokens, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
-                    "reuse_logprobs": reuse, "backend": backend,
+                    "reuse_logprobs": reuse, "backend": backend, "decoder": "static" if fast else "generate",
+                    "compile_decoder": fast,
                     "vllm": {"enforce_eager": True, "max_model_len": 1024, "dtype": "float32", "cpu_kvcache_space_gb": 1}},
         "algo": {"preset": "opd"},
         "train": {"engine": "torch", "steps": args.warmup + args.steps, "prompts_per_step": args.prompts,
@@ -68,18 +71,23 @@ def bench_ours(args, data_dir: Path, out: Path, reuse: bool = False, backend: st
     threads = torch.get_num_threads()
     trainer = Trainer(cfg)
     torch.set_num_threads(threads)  # vLLM's CPU engine lowers torch's thread count for serving; keep ours
-    times, tokens, stages = [], [], {}
+    times, tokens, stages, warmup_s = [], [], {}, 0.0
     for i in range(args.warmup + args.steps):
         m = trainer.train_step()
         trainer.step += 1
-        if i >= args.warmup:
+        if i < args.warmup:
+            warmup_s += m["time/step"]
+        else:
             times.append(m["time/step"])
             tokens.append(m["response/tokens"])
             for k, v in m.items():
                 if k.startswith("time/") and k != "time/step":
                     stages.setdefault(k[5:], []).append(v)
-    name = "uniopd_mm" + (" (vLLM rollout)" if backend == "vllm" else "") + (" (pi_old from rollout)" if reuse else "")
-    return summarise(name, times, tokens, {k: statistics.median(v) for k, v in stages.items()})
+    name = ("uniopd_mm" + (" (vLLM rollout)" if backend == "vllm" else "") + (" (compiled static decoder)" if fast else "")
+            + (" (pi_old from rollout)" if reuse else ""))
+    result = summarise(name, times, tokens, {k: statistics.median(v) for k, v in stages.items()})
+    result["warmup_s"] = warmup_s  # the untimed first steps (a compiled decoder compiles there)
+    return result
 
 
 def summarise(name, times, tokens, stages=None) -> dict:
@@ -182,8 +190,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--steps", type=int, default=8, help="timed steps per trainer")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    ap.add_argument("--trainers", default="uniopd_mm,uniopd_mm reuse,trl GKD,trl MiniLLM",
+    ap.add_argument("--trainers", default="uniopd_mm,uniopd_mm reuse,uniopd_mm fast,trl GKD,trl MiniLLM",
                     help="uniopd_mm reuse = rollout.reuse_logprobs (pi_old from the rollout, no second forward); "
+                         "uniopd_mm fast = that with rollout.decoder=static and a compiled decoding step; "
                          "uniopd_mm vllm = that with rollout.backend=vllm (run from .venv-vllm: `make bench-step-vllm`)")
     ap.add_argument("--skip-memory", action="store_true", help="leave out the teacher-scoring memory table")
     args = ap.parse_args(argv)
@@ -204,6 +213,7 @@ def main(argv=None) -> dict:
     prompts = prompts_from(data_dir, 10**6)
     runners = {"uniopd_mm": lambda: bench_ours(args, data_dir, args.out),
                "uniopd_mm reuse": lambda: bench_ours(args, data_dir, args.out, reuse=True),
+               "uniopd_mm fast": lambda: bench_ours(args, data_dir, args.out, reuse=True, fast=True),
                "uniopd_mm vllm": lambda: bench_ours(args, data_dir, args.out, reuse=True, backend="vllm"),
                "trl GKD": lambda: bench_gkd(args, prompts, args.out),
                "trl MiniLLM": lambda: bench_minillm(args, prompts, args.out)}
@@ -224,7 +234,8 @@ def main(argv=None) -> dict:
                      f"{ratios}")
     for o in ours:
         lines += ["", f"{o['trainer']} by stage (median seconds): " + ", ".join(
-            f"{k} {v:.3f}" for k, v in o["stages"].items() if v >= 0.0005)]
+            f"{k} {v:.3f}" for k, v in o["stages"].items() if v >= 0.0005)
+            + f"; its {args.warmup} untimed warm-up steps took {o['warmup_s']:.1f} s"]
     report = {"results": results, "args": {k: str(v) for k, v in vars(args).items()}}
     if not args.skip_memory:
         import bench_teacher_memory

@@ -145,6 +145,11 @@ class RolloutConfig:
     top_k: int = cfg(0, "top-k sampling (0: off)", range=(0, None))
     max_new_tokens: int = cfg(64, "longest response", range=(1, None))
     batch_size: int = cfg(64, "sequences per generate call", range=(1, None))
+    decoder: Literal["generate", "static"] = cfg(
+        "generate", "hf backend: transformers' generate, or (text models) a static-KV-cache decoding loop that samples "
+                    "from the same distribution with less overhead per token; VL models always use generate")
+    compile_decoder: bool = cfg(False, "decoder static: torch.compile the one-token step (a one-off compile, ~10 s on "
+                                       "a CPU for the tiny models; needs a C++ compiler, falls back to eager)")
     reuse_logprobs: bool = cfg(False, "take pi_old from the rollout engine's own log-probs instead of a second "
                                       "forward pass (the HF engine samples from the training weights with the same "
                                       "suppression and temperature, so they agree to ~1e-7; rollout/logprob_mismatch "

@@ -96,7 +96,8 @@ class Trainer:
                                                seed=cfg.seed * 1000 + self.rank, **cfg.rollout.vllm.engine_kwargs())
         else:
             self.rollout = make_rollout_engine(cfg.rollout.backend, model=self.engine.module,
-                                               processor=self.student_proc, batch_size=cfg.rollout.batch_size)
+                                               processor=self.student_proc, batch_size=cfg.rollout.batch_size,
+                                               decoder=cfg.rollout.decoder, compile_decoder=cfg.rollout.compile_decoder)
         self.prompt_cache: dict = {}
         self.bad_ids: set[str] = set()
         self.bad_test_ids: set[str] = set()

@@ -1,6 +1,12 @@
-"""Hugging Face ``generate`` on the training engine's own module (colocated, nothing to sync)."""
+"""Sampling on the training engine's own module (colocated, nothing to sync): Hugging Face
+``generate``, or for text models a static-KV-cache decoding loop whose one-token step can be
+``torch.compile``d (``rollout.decoder``). Both sample from the same distribution: suppressed ids,
+then temperature, top-k, top-p, as ``generate``'s logits processors do, and both return the raw
+logits' log-probs at the sampling temperature (what the training engine computes)."""
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -10,9 +16,48 @@ from uniopd_mm.models import to_device
 from .base import RolloutEngine, RolloutOutput, SamplingParams
 
 
+def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                  suppressed_ids=None) -> torch.Tensor:
+    """[B, V] float32 logits to sample from: suppressed ids at -inf, divided by the temperature, then
+    top-k and nucleus (top-p) filtering (the smallest set of tokens whose mass reaches top_p, at
+    least one), in ``generate``'s order."""
+    out = logits.float() / temperature
+    if suppressed_ids:
+        out[:, suppressed_ids] = float("-inf")
+    if top_k and top_k < out.shape[-1]:
+        kth = out.topk(top_k, dim=-1).values[:, -1:]
+        out = out.masked_fill(out < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = out.sort(dim=-1)  # ascending, as in transformers' TopPLogitsWarper
+        drop = sorted_logits.softmax(-1).cumsum(-1) <= 1 - top_p
+        drop[:, -1] = False
+        out = out.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return out
+
+
+def sample_tokens(logits: torch.Tensor, greedy: bool = False) -> torch.Tensor:
+    """[B] one token per row of filtered logits: argmax, or an exact categorical sample drawn as
+    argmax(p / E) with E ~ Exp(1) i.i.d. (the exponential race; cheaper than multinomial on a CPU)."""
+    if greedy:
+        return logits.argmax(-1)
+    probs = logits.softmax(-1)
+    return (probs / torch.empty_like(probs).exponential_()).argmax(-1)
+
+
 class HFRollout(RolloutEngine):
-    def __init__(self, model, processor, batch_size: int = 64, progress: bool = False):
+    def __init__(self, model, processor, batch_size: int = 64, progress: bool = False, decoder: str = "generate",
+                 compile_decoder: bool = False):
         self.model, self.processor, self.batch_size, self.progress = model, processor, batch_size, progress
+        if decoder not in ("generate", "static"):
+            raise ValueError(f"rollout decoder must be generate or static, got {decoder!r}")
+        if decoder == "static" and hasattr(getattr(model, "config", None), "vision_config"):
+            warnings.warn("rollout.decoder static serves text models; this VL model samples with generate", stacklevel=2)
+            decoder = "generate"
+        self.decoder, self.compile_decoder, self._step = decoder, compile_decoder, None
+        if decoder == "static":
+            import inspect
+
+            self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def generate(self, prompts, params: SamplingParams) -> RolloutOutput:
         """Samples ``params.n`` responses per prompt, ``batch_size`` sequences per generate call.
@@ -44,9 +89,12 @@ class HFRollout(RolloutEngine):
                     kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p,
                                   top_k=params.top_k or None)
                 with torch.no_grad():
-                    gen = self.model.generate(**batch, **kwargs)
-                seqs = gen.sequences[:, width:].cpu()
-                logits = torch.stack(gen.logits, dim=1).cpu()  # [N, T, V] raw logits
+                    if self.decoder == "static":
+                        seqs, logits = self.static_decode(batch, params, eos, suppressed)
+                    else:
+                        gen = self.model.generate(**batch, **kwargs)
+                        seqs = gen.sequences[:, width:].cpu()
+                        logits = torch.stack(gen.logits, dim=1).cpu()  # [N, T, V] raw logits
                 temp = 1.0 if params.greedy else params.temperature
                 lps = selective_log_softmax(logits, seqs, suppressed, temp)
                 for row, (idx, _) in enumerate(chunk):
@@ -60,3 +108,59 @@ class HFRollout(RolloutEngine):
         finally:
             self.model.train(was_training)
         return out
+
+    # -- the static-cache decoder ---------------------------------------------------------------
+    def _decode_step(self, ids, attention_mask, position_ids, cache, cache_position):
+        # NOTE: transformers >= 5.2x names the cache argument `cache` (`past_key_values` is deprecated)
+        key = self._cache_arg
+        return self.model(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids,
+                          cache_position=cache_position, use_cache=True, **{key: cache}).logits[:, -1]
+
+    def decode_step(self):
+        """The one-token step, compiled on first use when asked (eager if compilation fails)."""
+        if self._step is None:
+            self._step = self._decode_step
+            if self.compile_decoder:
+                try:
+                    self._step = torch.compile(self._decode_step)
+                except Exception as e:  # noqa: BLE001 - no compiler here: eager still works
+                    warnings.warn(f"torch.compile of the decoding step failed ({e}); decoding eagerly", stacklevel=2)
+        return self._step
+
+    def static_decode(self, batch, params: SamplingParams, eos: set[int], suppressed: list[int]):
+        """Left-padded prompts -> ([N, T] sampled ids, pad after EOS; [N, T, V] raw logits).
+
+        The KV cache is allocated once at prompt width + max_new_tokens (rounded up to 64 so a
+        compiled step sees few shapes); the loop ends when every row has emitted an EOS.
+        """
+        from transformers import StaticCache
+
+        ids, prompt_mask = batch["input_ids"], batch["attention_mask"]
+        n, width = ids.shape
+        steps = params.max_new_tokens
+        length = -(-(width + steps) // 64) * 64
+        mask = torch.zeros(n, length, dtype=prompt_mask.dtype, device=ids.device)
+        mask[:, :width] = prompt_mask
+        position = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)
+        cache = StaticCache(config=self.model.config, max_cache_len=length)
+        logits = self._decode_step(ids, prompt_mask, position, cache, torch.arange(width, device=ids.device))
+        position = position[:, -1:]
+        pad = self.processor.pad_token_id
+        out_ids = torch.full((n, steps), pad, dtype=torch.long)
+        out_logits = torch.zeros(n, steps, logits.shape[-1], dtype=torch.float32)
+        done = torch.zeros(n, dtype=torch.bool, device=ids.device)
+        eos_ids = torch.tensor(sorted(eos), device=ids.device)
+        temperature = 1.0 if params.greedy else params.temperature
+        step = self.decode_step()
+        for t in range(steps):
+            filtered = filter_logits(logits, temperature, 0 if params.greedy else params.top_k,
+                                     1.0 if params.greedy else params.top_p, suppressed)
+            token = torch.where(done, torch.full_like(done, pad, dtype=torch.long), sample_tokens(filtered, params.greedy))
+            out_ids[:, t], out_logits[:, t] = token.cpu(), logits.float().cpu()
+            done |= torch.isin(token, eos_ids)
+            if t == steps - 1 or bool(done.all()):
+                break
+            mask[:, width + t] = 1
+            position = position + 1
+            logits = step(token[:, None], mask, position, cache, torch.tensor([width + t], device=ids.device))
+        return out_ids, out_logits

@@ -1,0 +1,77 @@
+"""The static-cache decoder against Hugging Face generate: the same greedy tokens and logits, the same
+sampling filters (checked by hand), EOS handling, and the compiled step agreeing with the eager one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from uniopd_mm.rollout.base import SamplingParams
+from uniopd_mm.rollout.hf import HFRollout, filter_logits, sample_tokens
+
+
+@pytest.fixture(scope="module")
+def text_model(tiny_dir, synth_samples):
+    from transformers import AutoModelForCausalLM
+
+    from processors import make_processor
+
+    path = str(tiny_dir / "qwen3-student")
+    proc = make_processor("text", path)
+    samples = [s for s in synth_samples if s.modality == "text"][:3] + [s for s in synth_samples if s.modality == "image"][:2]
+    prompts = [proc.encode_prompt(s) for s in samples]  # different widths: left padding is exercised
+    return AutoModelForCausalLM.from_pretrained(path).eval(), proc, prompts
+
+
+def test_filter_logits_by_hand():
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.15, 0.10]]))
+    assert torch.isinf(filter_logits(logits, suppressed_ids=[1])[0, 1])
+    assert filter_logits(logits, temperature=2.0)[0, 0].item() == pytest.approx(torch.log(torch.tensor(0.5)).item() / 2)
+    kept = torch.isfinite(filter_logits(logits, top_k=2))[0].tolist()
+    assert kept == [True, True, False, False]
+    # top_p 0.7: the smallest set reaching 0.7 is {0.5, 0.25}; 0.8: {0.5, 0.25, 0.15}
+    assert torch.isfinite(filter_logits(logits, top_p=0.7))[0].tolist() == [True, True, False, False]
+    assert torch.isfinite(filter_logits(logits, top_p=0.8))[0].tolist() == [True, True, True, False]
+    assert torch.isfinite(filter_logits(logits, top_p=0.01))[0].tolist() == [True, False, False, False]
+
+
+def test_exponential_race_samples_the_categorical():
+    torch.manual_seed(0)
+    p = torch.tensor([0.5, 0.3, 0.2, 0.0])
+    draws = sample_tokens(torch.log(p).expand(40000, 4).clone())
+    freq = torch.bincount(draws, minlength=4).float() / len(draws)
+    assert torch.allclose(freq, p, atol=0.01) and freq[3] == 0
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_static_decoder_matches_generate(text_model, compiled):
+    model, proc, prompts = text_model
+    params = SamplingParams(n=2, max_new_tokens=12, greedy=True)
+    ref = HFRollout(model, proc).generate(prompts, params)
+    ours = HFRollout(model, proc, decoder="static", compile_decoder=compiled).generate(prompts, params)
+    assert ours.responses == ref.responses and ours.finished == ref.finished
+    for a, b in zip(ours.logprobs, ref.logprobs):
+        assert a == pytest.approx(b, abs=1e-4)
+
+
+def test_static_decoder_sampling_and_eos(text_model):
+    model, proc, prompts = text_model
+    eos = proc.eos_token_ids[0]
+    torch.manual_seed(1)
+    out = HFRollout(model, proc, decoder="static").generate(prompts, SamplingParams(n=3, max_new_tokens=40))
+    assert len(out.responses) == 3 * len(prompts) and out.prompt_index == [i for i in range(len(prompts)) for _ in range(3)]
+    for resp, lps, fin in zip(out.responses, out.logprobs, out.finished):
+        assert len(resp) == len(lps) and all(lp <= 0 for lp in lps)
+        assert (resp[-1] in proc.eos_token_ids) == fin and not any(t in proc.eos_token_ids for t in resp[:-1])
+        assert not set(resp) & set(proc.suppressed_token_ids)
+    assert len({tuple(r) for r in out.responses}) > len(prompts)  # samples differ within a group
+    assert eos in proc.eos_token_ids
+
+
+def test_static_decoder_falls_back_to_generate_for_vl_models(tiny_dir):
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_dir / "qwen2_vl-student")
+    with pytest.warns(UserWarning, match="text models"):
+        ro = HFRollout(model, None, decoder="static")
+    assert ro.decoder == "generate"
