@@ -133,6 +133,7 @@ def slug(name: str) -> str:
 
 
 def run_row(name, out, data, budget, seed, eval_every, start_acc):
+    from uniopd_mm import checkpoint as ckpt
     from uniopd_mm.config import load_config
     from uniopd_mm.metrics import read_metrics
     from uniopd_mm.sft import run_sft
@@ -141,7 +142,13 @@ def run_row(name, out, data, budget, seed, eval_every, start_acc):
     run_dir = out / "runs" / f"{slug(name)}-s{seed}"
     offset = 0.0  # seconds charged before training starts (the teacher labelling the data for SFT)
     t0 = time.time()
-    if name == SEQKD:
+    # a row that ran to its end before (its final export is on disk) is read back, not trained again
+    finished = (run_dir / "final").exists() if name == SEQKD else ckpt.latest_complete(run_dir / "checkpoints") is not None
+    if finished:
+        print(f"{name} (seed {seed}): finished before, read from {run_dir}")
+        if name == SEQKD:
+            offset = teacher_labels(out, data)[1]
+    elif name == SEQKD:
         labels, offset = teacher_labels(out, data)
         cfg = base_cfg(out / "student" / "final", run_dir, labels, data / "test.jsonl", 100000, SFT_LR, seed=seed,
                        time_budget_s=max(budget - offset, 1.0), eval_every=eval_every, warmup_steps=0)
@@ -173,7 +180,7 @@ def run_row(name, out, data, budget, seed, eval_every, start_acc):
     return {
         "row": name, "seed": seed, "steps": train[-1]["step"] if train else 0, "acc_start": evals[0][1],
         "acc_end": evals[-1][1], "acc_best": max(a for _, a in evals), "train_seconds": evals[-1][0],
-        "wall_seconds": time.time() - t0, "label_seconds": offset,
+        "wall_seconds": None if finished else time.time() - t0, "label_seconds": offset,
         "reverse_kl_end": tail_mean("opd/reverse_kl", 5), "inversion_end": tail_mean("margin/inversion_rate", 5),
         "curves": {"eval": evals, "rkl": [(r["step"], r.get("opd/reverse_kl")) for r in train],
                    "inversion": [(r["step"], r.get("margin/inversion_rate")) for r in train]},

@@ -31,3 +31,9 @@ def test_ablate_smoke(tiny_dir, tmp_path):
     saved = json.loads((out / "results.json").read_text())
     assert len(saved["results"]) == 5 and saved["results"][1]["reverse_kl_end"] is not None
     assert (out / "curves.png").stat().st_size > 1000
+    # a second call reads the finished rows back instead of training them again
+    again = ablate.main(["--out", str(out), "--tiny", str(tiny_dir), "--budget", "0.5", "--eval-every", "50",
+                         "--teacher-steps", "2", "--student-steps", "2", "--n-train", "24", "--n-test", "6",
+                         "--rows", ",".join(rows)])
+    assert all(b["wall_seconds"] is None for b in again)
+    assert [(b["steps"], b["curves"]) for b in again] == [(r["steps"], r["curves"]) for r in results]
