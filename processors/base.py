@@ -102,20 +102,21 @@ class ModalityProcessor:
     def messages_for(self, sample: Sample) -> list[dict]:
         return text_view_messages(sample) if (self.view == "text" or not self.is_multimodal) else sample.messages
 
-    def fit_length(self, sample: Sample, n_tokens: int, visual: bool) -> int:
-        """How many tokens of the prompt to keep (its last ones): all of them when it fits, else
-        ``max_prompt_tokens`` under ``overlong_prompt: truncate``; otherwise raises PromptTooLong.
-        A visual prompt is never cut (its placeholder tokens must match its pixel features)."""
+    def fit_length(self, sample: Sample, ids: list[int], text: str, visual: bool) -> tuple[list[int], str]:
+        """The prompt as it fits ``max_prompt_tokens``: unchanged when it fits, else its last
+        ``max_prompt_tokens`` tokens (and their text) under ``overlong_prompt: truncate``; otherwise
+        raises PromptTooLong. A visual prompt is never cut (its placeholder tokens must match its
+        pixel features)."""
         limit = self.max_prompt_tokens
-        if limit is None or n_tokens <= limit:
-            return n_tokens
-        reason = f"prompt has {n_tokens} tokens > max_prompt_tokens={limit}"
+        if limit is None or len(ids) <= limit:
+            return ids, text
+        reason = f"prompt has {len(ids)} tokens > max_prompt_tokens={limit}"
         if getattr(self.options, "overlong_prompt", "skip") != "truncate":
             raise sample.error(PromptTooLong, reason)
         if visual:
             raise sample.error(PromptTooLong, reason + " (a prompt with images or video is not truncated)")
         self.truncated.add(sample.key)
-        return limit
+        return ids[-limit:], self.tokenizer.decode(ids[-limit:], skip_special_tokens=False)
 
     def save_pretrained(self, directory) -> None:
         """Writes the tokenizer / processor files next to an exported model."""

@@ -94,11 +94,9 @@ class Processor(ModalityProcessor):
         ids = out["input_ids"][0].tolist()
         features = {k: v for k, v in out.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
         tt = out.get("mm_token_type_ids")
-        keep = self.fit_length(sample, len(ids), visual=bool(images or videos))
-        if keep < len(ids):
-            ids = ids[-keep:]
-            text = self.tokenizer.decode(ids, skip_special_tokens=False)
-            tt = tt[:, -keep:] if tt is not None else None
+        ids, text = self.fit_length(sample, ids, text, visual=bool(images or videos))
+        if tt is not None:
+            tt = tt[:, -len(ids):]
         mm_data = {}
         if images:
             mm_data["image"] = list(images)

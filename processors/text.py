@@ -29,8 +29,5 @@ class Processor(ModalityProcessor):
         text = self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True, **self.chat_template_kwargs)
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        keep = self.fit_length(sample, len(ids), visual=False)
-        if keep < len(ids):
-            ids = ids[-keep:]
-            text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        ids, text = self.fit_length(sample, ids, text, visual=False)
         return PromptInputs(sample_id=sample.id, prompt_ids=ids, text=text)

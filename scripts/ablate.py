@@ -216,15 +216,16 @@ def write_report(results, info, out: Path, args) -> list[str]:
              f"{info['student']['accuracy']:.2f}. Budget {args.budget:.0f} s of training per row (evaluation not "
              f"counted), seeds {args.seeds}, {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}. "
              "OPD rows: 16 prompts x 4 samples per step, lr 1e-3; SFT row: 32 prompts per step, lr 1e-3.",
-             "", "| row | acc start | acc at budget | best acc | s to 90% of gap | steps | reverse KL (last 5) | "
-             "inversion (last 5) |", "|---|---|---|---|---|---|---|---|"]
+             "", "| row | acc start | acc at budget | per seed | best acc | s to 90% of gap | steps | reverse KL (last 5) | "
+             "inversion (last 5) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, rs in by_row.items():
         times = [time_to(r["curves"]["eval"], r["acc_start"] + 0.9 * (teacher - r["acc_start"])) for r in rs]
         reached = [t for t in times if t is not None]
         t90 = f"{mean(reached):.0f}" + ("" if len(reached) == len(rs) else f" ({len(reached)}/{len(rs)} seeds)") \
             if reached else "not reached"
+        per_seed = " / ".join(fmt(r["acc_end"], ".2f") for r in sorted(rs, key=lambda r: r["seed"]))
         lines.append(f"| {name} | {fmt(mean([r['acc_start'] for r in rs]))} | {fmt(mean([r['acc_end'] for r in rs]))} | "
-                     f"{fmt(mean([r['acc_best'] for r in rs]))} | {t90} | {fmt(mean([r['steps'] for r in rs]), '.0f')} | "
+                     f"{per_seed} | {fmt(mean([r['acc_best'] for r in rs]))} | {t90} | {fmt(mean([r['steps'] for r in rs]), '.0f')} | "
                      f"{fmt(mean([r['reverse_kl_end'] for r in rs]))} | {fmt(mean([r['inversion_end'] for r in rs]))} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps({"info": info, "budget": args.budget, "results": results}, indent=1))

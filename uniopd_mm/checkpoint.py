@@ -76,3 +76,39 @@ def clean_stale(root: Path) -> None:
     """Removes half-written ``.tmp-*`` and half-deleted ``.old-*`` directories left by a kill."""
     for p in [*root.glob(".tmp-*"), *root.glob(".old-*")]:
         shutil.rmtree(p, ignore_errors=True)
+
+
+def save(engine, root: Path, step: int, state: dict, keep_last: int, processor=None) -> Path:
+    """Writes the checkpoint of ``step`` (every rank calls this): the engine's state, each rank's RNG
+    state and, with a ``processor``, the model in Hugging Face format; rank 0 adds ``state`` and the
+    COMPLETE marker, renames it into place and prunes to ``keep_last``."""
+    main = engine.rank == 0
+    tmp, final = tmp_dir(root, step), step_dir(root, step)
+    if main:
+        root.mkdir(parents=True, exist_ok=True)
+        clean_stale(root)
+        tmp.mkdir(parents=True)
+    engine.barrier()
+    engine.save(tmp / "engine")
+    torch.save(rng_state(), tmp / f"rng_rank{engine.rank}.pt")
+    if processor is not None:
+        engine.export_hf(tmp / "hf", processor)
+    engine.barrier()
+    if main:
+        finalize(tmp, final, state, keep_last)
+    engine.barrier()
+    return final
+
+
+def resume(engine, root: Path) -> tuple[Path, dict] | None:
+    """Loads the latest complete checkpoint under ``root`` into ``engine`` and this rank's RNG;
+    returns (its directory, its saved state), or None when there is none."""
+    last = latest_complete(root)
+    if last is None:
+        return None
+    state = json.loads((last / "trainer_state.json").read_text())
+    engine.load(last / "engine")
+    rng = last / f"rng_rank{engine.rank}.pt"
+    if rng.exists():
+        set_rng_state(torch.load(rng, weights_only=False))
+    return last, state

@@ -1,7 +1,9 @@
 """Supervised fine-tuning on records of the sample schema, with the same engines and processors.
 
 Used to make teachers (and weak students) from the tiny models and the synthetic task. The target
-is the record's final assistant turn when it has one, else the text at ``sft.target``.
+is the record's final assistant turn when it has one, else the text at ``sft.target``. Checkpoints
+every ``train.save_every`` steps (the same atomic checkpoints as distillation; a rerun resumes from
+the latest complete one with the same prompt order); the model lands in ``<output_dir>/final``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from . import checkpoint as ckpt
 from .algo.loss import aggregate
 from .config import Config
 from .data import DataError, PromptSampler, RejectLog, Sample, load_jsonl
@@ -46,8 +49,9 @@ def run_sft(cfg: Config) -> dict:
     if main:
         out.mkdir(parents=True, exist_ok=True)
     proc = load_processor(cfg.student)
-    rejects = RejectLog(cfg.rejects_path if main else None)
-    samples = load_jsonl(cfg.data.train_path, cfg.data.strict, rejects, cfg.data.verify_media)
+    # rank 0 records the load-time rejects (every rank reads the whole file), each rank its own prompt-time ones
+    rejects = RejectLog(cfg.rejects_path if main else cfg.rejects_path.with_suffix(f".rank{engine.rank}.jsonl"))
+    samples = load_jsonl(cfg.data.train_path, cfg.data.strict, rejects if main else RejectLog(None), cfg.data.verify_media)
     eos = proc.eos_token_ids[0]
     examples = []
     for s in samples:
@@ -60,29 +64,44 @@ def run_sft(cfg: Config) -> dict:
                 raise
             rejects.add(err)
     cache: dict = {}
+    bad: set[str] = set()
     sampler = PromptSampler(len(examples), cfg.seed)
+    train_seconds = 0.0  # summed step times (evaluation excluded), for train.time_budget_s
+    root, start = out / "checkpoints", 0
+    found = ckpt.resume(engine, root) if cfg.train.resume else None
+    if found is not None:
+        last, state = found
+        sampler.load_state(state["sampler"])
+        start, train_seconds, bad = state["step"], state["train_seconds"], set(state["bad_ids"])
+        if main:
+            print(f"resumed from {last} at step {start}")
     logger = MetricsLogger(out, cfg.logging.tensorboard, False) if main else None
     if logger is not None:
-        logger.truncate_after(-1)
+        logger.truncate_after(start if found is not None else -1)
     rollout = make_rollout_engine("hf", model=engine.module, processor=proc, batch_size=cfg.rollout.batch_size)
-    tests = load_jsonl(cfg.data.test_path, verify_media=cfg.data.verify_media)[: cfg.train.eval_samples] \
-        if cfg.data.test_path and cfg.train.eval_every else []
+    tests = load_jsonl(cfg.data.test_path, cfg.data.strict, RejectLog(out / "rejects_test.jsonl" if main else None),
+                       cfg.data.verify_media)[: cfg.train.eval_samples] if cfg.data.test_path and cfg.train.eval_every else []
     from tqdm import tqdm
 
     t0 = time.time()
-    train_seconds = 0.0  # summed step times (evaluation excluded), for train.time_budget_s
     metrics: dict = {}
-    for step in tqdm(range(1, cfg.train.steps + 1), desc="sft", disable=not (main and cfg.logging.progress)):
+    for step in tqdm(range(start + 1, cfg.train.steps + 1), initial=start, total=cfg.train.steps, desc="sft",
+                     disable=not (main and cfg.logging.progress)):
         idx = sampler.next(cfg.train.prompts_per_step)[engine.rank::engine.world_size]
         prompts, targets = [], []
         for i in idx:
             s, ids = examples[i]
+            if s.key in bad:
+                continue
             try:
                 if s.key not in cache:
                     cache[s.key] = proc.encode_prompt(s)
                 prompts.append(cache[s.key])
                 targets.append(ids)
-            except DataError as err:
+            except DataError as err:  # rejected once, then skipped whenever it is drawn again
+                bad.add(s.key)
+                if cfg.data.strict:
+                    raise
                 rejects.add(err)
         mbs = cfg.train.micro_batch_size
         chunks = [list(range(k, min(k + mbs, len(prompts)))) for k in range(0, len(prompts), mbs)]
@@ -107,13 +126,17 @@ def run_sft(cfg: Config) -> dict:
             logger.log(step, metrics)
         if out_of_time:
             break
+        if cfg.train.save_every and step % cfg.train.save_every == 0 and step < cfg.train.steps:
+            ckpt.save(engine, root, step, {"step": step, "sampler": sampler.state(), "train_seconds": train_seconds,
+                                           "bad_ids": sorted(bad)}, cfg.train.keep_last)
     final, tmp = out / "final", out / ".tmp-final"
     if main:
         shutil.rmtree(tmp, ignore_errors=True)
     engine.barrier()
     engine.export_hf(tmp, proc)
     if main:
-        shutil.rmtree(final, ignore_errors=True)
+        if final.exists():
+            ckpt.retire(final)
         os.replace(tmp, final)
         if logger is not None:
             logger.close()

@@ -80,7 +80,10 @@ class Trainer:
             # test records that fail to load, or whose prompt fails to build, go to rejects_test.jsonl
             self.test_rejects = RejectLog(self.out / ("rejects_test.jsonl" if self.is_main else
                                                       f"rejects_test.rank{self.rank}.jsonl"))
-            self.test_samples = load_jsonl(cfg.data.test_path, cfg.data.strict, self.test_rejects, cfg.data.verify_media)
+            # every rank reads the whole test file; rank 0 records its load-time rejects, each rank its own
+            # prompt-time ones (its shard)
+            self.test_samples = load_jsonl(cfg.data.test_path, cfg.data.strict,
+                                           self.test_rejects if self.is_main else RejectLog(None), cfg.data.verify_media)
             if self.test_rejects.total and self.is_main:
                 print(f"{self.test_rejects.total} test records rejected: see {self.test_rejects.path}")
             self.test_samples = self.test_samples[: cfg.train.eval_samples]
@@ -556,38 +559,21 @@ class Trainer:
             self.test_rejects.add(err)
 
     def save_checkpoint(self) -> Path:
-        root = self.out / "checkpoints"
-        tmp, final = ckpt.tmp_dir(root, self.step), ckpt.step_dir(root, self.step)
-        if self.is_main:
-            root.mkdir(parents=True, exist_ok=True)
-            ckpt.clean_stale(root)
-            tmp.mkdir(parents=True)
-        self.engine.barrier()
-        self.engine.save(tmp / "engine")
-        torch.save(ckpt.rng_state(), tmp / f"rng_rank{self.rank}.pt")
-        self.engine.export_hf(tmp / "hf", self.student_proc)
-        self.engine.barrier()
-        if self.is_main:
-            state = {"step": self.step, "sampler": self.sampler.state(), "bad_ids": sorted(self.bad_ids),
-                     "seen_ids": self.seen_ids, "world_size": self.world, "train_seconds": self.train_seconds}
-            ckpt.finalize(tmp, final, state, self.cfg.train.keep_last)
-        self.engine.barrier()
-        return final
+        state = {"step": self.step, "sampler": self.sampler.state(), "bad_ids": sorted(self.bad_ids),
+                 "seen_ids": self.seen_ids, "world_size": self.world, "train_seconds": self.train_seconds}
+        return ckpt.save(self.engine, self.out / "checkpoints", self.step, state, self.cfg.train.keep_last,
+                         self.student_proc)
 
     def try_resume(self) -> bool:
-        last = ckpt.latest_complete(self.out / "checkpoints")
-        if last is None:
+        found = ckpt.resume(self.engine, self.out / "checkpoints")
+        if found is None:
             return False
-        state = json.loads((last / "trainer_state.json").read_text())
-        self.engine.load(last / "engine")
+        last, state = found
         self.sampler.load_state(state["sampler"])
         self.bad_ids = set(state["bad_ids"])
         self.seen_ids = state["seen_ids"]
         self.step = state["step"]
         self.train_seconds = state.get("train_seconds", 0.0)
-        rng = last / f"rng_rank{self.rank}.pt"
-        if rng.exists():
-            ckpt.set_rng_state(torch.load(rng, weights_only=False))
         if self.is_main:
             print(f"resumed from {last} at step {self.step}")
         return True

@@ -5,6 +5,8 @@ half-deleted one is never loaded, and the prompt ids seen end to end equal an un
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,4 +66,38 @@ def test_kill9_in_a_step_in_a_save_and_in_a_prune_then_resume(tiny_dir, synth_di
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
     assert sorted(p.name for p in root.iterdir()) == ["step_000006"]  # stale .tmp-/.old- directories cleaned
     ours, ref = _weights(final / "hf"), _weights(tmp_path / "ref" / "checkpoints" / "step_000006" / "hf")
+    assert all(torch.allclose(ours[k], ref[k], atol=1e-6) for k in ref)
+
+
+def test_kill9_during_sft_then_resume(tiny_dir, synth_dir, tmp_path):
+    """scripts/sft.py killed at some point after its step-2 checkpoint resumes from it and ends with
+    the weights of an uninterrupted run."""
+    import os
+    import signal
+    import time
+
+    from faultkit import ROOT, start
+
+    from uniopd_mm.sft import run_sft
+
+    overrides = ["train.steps=12", "train.save_every=2", "train.engine=torch", "train.prompts_per_step=8",
+                 "train.micro_batch_size=8", "train.eval_every=0", "sft.target=meta.solution"]
+    reference = run_sft(tiny_config(tiny_dir, synth_dir, tmp_path / "ref", overrides=overrides))
+    out = tmp_path / "sft"
+    config = write_config(tiny_config(tiny_dir, synth_dir, out, overrides=overrides), tmp_path / "sft.yaml")
+    cmd = [sys.executable, str(ROOT / "scripts" / "sft.py"), "--config", str(config)]
+    log = tmp_path / "sft.log"
+    proc = start(cmd, log)
+    deadline = time.monotonic() + 300
+    while ckpt.latest_complete(out / "checkpoints") is None:
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (out / "final").exists()
+    proc = start(cmd, log)
+    assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+    assert "resumed from" in log.read_text()
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == list(range(1, 13))
+    ours, ref = _weights(out / "final"), _weights(Path(reference["final"]))
     assert all(torch.allclose(ours[k], ref[k], atol=1e-6) for k in ref)
