@@ -148,6 +148,12 @@ class RejectLog:
         return out
 
 
+def rank_file(path: str | Path, rank: int) -> Path:
+    """``path`` for rank 0, ``<stem>.rank<r><suffix>`` beside it for the other ranks (one writer per file)."""
+    path = Path(path)
+    return path if rank == 0 else path.with_suffix(f".rank{rank}{path.suffix}")
+
+
 def _check_type(rec: dict, key: str, types: tuple, err: DataError) -> None:
     if key in rec and rec[key] is not None and not isinstance(rec[key], types):
         names = "/".join(t.__name__ for t in types)

@@ -18,7 +18,7 @@ import torch
 from . import checkpoint as ckpt
 from .algo.loss import aggregate
 from .config import Config
-from .data import DataError, PromptSampler, RejectLog, Sample, load_jsonl
+from .data import DataError, PromptSampler, RejectLog, Sample, load_jsonl, rank_file
 from .evaluate import evaluate
 from .metrics import MetricsLogger
 from .models import load_model, load_processor, response_logprobs
@@ -50,7 +50,7 @@ def run_sft(cfg: Config) -> dict:
         out.mkdir(parents=True, exist_ok=True)
     proc = load_processor(cfg.student)
     # rank 0 records the load-time rejects (every rank reads the whole file), each rank its own prompt-time ones
-    rejects = RejectLog(cfg.rejects_path if main else cfg.rejects_path.with_suffix(f".rank{engine.rank}.jsonl"))
+    rejects = RejectLog(rank_file(cfg.rejects_path, engine.rank))
     samples = load_jsonl(cfg.data.train_path, cfg.data.strict, rejects if main else RejectLog(None), cfg.data.verify_media)
     eos = proc.eos_token_ids[0]
     examples = []

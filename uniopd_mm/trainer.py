@@ -27,7 +27,7 @@ from .algo.balance import online_balance_keep
 from .algo.margin import greedy_margin_mask, margin_shift, order_consistency, trajectory_returns
 from .algo.opd import logratio_mask, opd_advantages, teacher_failure_mask
 from .config import Config, ConfigError
-from .data import DataError, MixtureSampler, PromptSampler, RejectLog, load_jsonl
+from .data import DataError, MixtureSampler, PromptSampler, RejectLog, load_jsonl, rank_file
 from .evaluate import evaluate
 from .metrics import MetricsLogger, Timer
 from .models import load_model, load_processor, response_logprobs
@@ -41,7 +41,7 @@ def _error_names(cls) -> set[str]:
     return {cls.__name__}.union(*(_error_names(c) for c in cls.__subclasses__()))
 
 
-DATA_ERRORS = _error_names(DataError)  # every reject type, in a fixed order for the all-reduce
+DATA_ERRORS = _error_names(DataError)  # every reject type (sorted where counts are all-reduced)
 
 
 # what gloo / NCCL say when a peer process is gone or stuck past the collective timeout
@@ -71,15 +71,13 @@ class Trainer:
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         self.engine.barrier()
-        rejects_path = cfg.rejects_path if self.is_main else cfg.rejects_path.with_suffix(f".rank{self.rank}.jsonl")
-        self.rejects = RejectLog(rejects_path)
+        self.rejects = RejectLog(rank_file(cfg.rejects_path, self.rank))
         # every rank reads the whole data (same order); only rank 0 records the rejects
         self.samples, self.sampler = self.load_data()
         self.test_samples = []
         if cfg.data.test_path and cfg.train.eval_every:
             # test records that fail to load, or whose prompt fails to build, go to rejects_test.jsonl
-            self.test_rejects = RejectLog(self.out / ("rejects_test.jsonl" if self.is_main else
-                                                      f"rejects_test.rank{self.rank}.jsonl"))
+            self.test_rejects = RejectLog(rank_file(self.out / "rejects_test.jsonl", self.rank))
             # every rank reads the whole test file; rank 0 records its load-time rejects, each rank its own
             # prompt-time ones (its shard)
             self.test_samples = load_jsonl(cfg.data.test_path, cfg.data.strict,
@@ -271,12 +269,12 @@ class Trainer:
         with t("teacher"):
             routes = [self.teacher_of(s) for s in r_samples]
             scores = self.score_by_teacher(r_samples, responses, routes, response_mask.shape[1])
-            self.record_teacher_failures(r_samples, routes, scores, response_mask)
         teacher_lp = scores.logprobs
 
         # 5. advantages and masks
         with t("advantages"):
             ok = teacher_failure_mask(teacher_lp, response_mask, scores.failed)
+            self.record_teacher_failures(r_samples, routes, scores, ok)
             ratio_keep = logratio_mask(old, teacher_lp, cfg.algo.logratio_threshold)
             loss_mask = response_mask * ok[:, None] * ratio_keep * scores.token_mask
             verdict = torch.tensor([1 if c is True else 0 if c is False else -1 for c in correct])
@@ -328,8 +326,7 @@ class Trainer:
         topk = a.topk if a.loss != "pg" and a.distill_support == "topk" else 0
         full = a.loss != "pg" and a.distill_support == "full"
         n = len(responses)
-        merged = TeacherScores(torch.zeros(n, width), torch.zeros(n, dtype=torch.bool), [None] * n,
-                               token_mask=torch.zeros(n, width))
+        merged = TeacherScores.empty(n, width)
         for name, teacher in self.teachers.items():
             rows = [i for i, r in enumerate(routes) if r == name]
             if not rows:
@@ -359,13 +356,13 @@ class Trainer:
                 merged.full_logprobs[rows, :w] = sc.full_logprobs[:, :w]
         return merged
 
-    def record_teacher_failures(self, samples, routes, scores, response_mask) -> None:
-        """Appends each rollout whose teacher scoring failed (or gave NaN/inf) to teacher_failures.jsonl."""
-        bad_token = (~torch.isfinite(scores.logprobs) & response_mask.bool()).any(-1)
-        rows = [i for i in range(len(samples)) if scores.failed[i] or bad_token[i]]
+    def record_teacher_failures(self, samples, routes, scores, ok) -> None:
+        """Appends each rollout the teacher-failure mask ``ok`` dropped (scoring failed, or gave NaN/inf)
+        to teacher_failures.jsonl."""
+        rows = (ok == 0).nonzero().flatten().tolist()
         if not rows:
             return
-        path = self.out / ("teacher_failures.jsonl" if self.is_main else f"teacher_failures.rank{self.rank}.jsonl")
+        path = rank_file(self.out / "teacher_failures.jsonl", self.rank)
         with open(path, "a") as fh:
             for i in rows:
                 reason = scores.reasons[i] if scores.failed[i] else "non-finite teacher log-prob"

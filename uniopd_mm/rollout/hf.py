@@ -10,7 +10,7 @@ import warnings
 
 import torch
 
-from uniopd_mm.algo.logprobs import selective_log_softmax
+from uniopd_mm.algo.logprobs import selective_log_softmax, suppress
 from uniopd_mm.models import to_device
 
 from .base import RolloutEngine, RolloutOutput, SamplingParams
@@ -21,9 +21,7 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0
     """[B, V] float32 logits to sample from: suppressed ids at -inf, divided by the temperature, then
     top-k and nucleus (top-p) filtering (the smallest set of tokens whose mass reaches top_p, at
     least one), in ``generate``'s order."""
-    out = logits.float() / temperature
-    if suppressed_ids:
-        out[:, suppressed_ids] = float("-inf")
+    out = suppress(logits.float() / temperature, suppressed_ids)
     if top_k and top_k < out.shape[-1]:
         kth = out.topk(top_k, dim=-1).values[:, -1:]
         out = out.masked_fill(out < kth, float("-inf"))

@@ -17,6 +17,12 @@ class TeacherScores:
     full_logprobs: torch.Tensor | None = None  # [B, T, V] when requested (local teachers)
     token_mask: torch.Tensor | None = None    # [B, T] 1 where the teacher scored the token (None: all)
 
+    @classmethod
+    def empty(cls, n: int, width: int) -> "TeacherScores":
+        """Nothing scored yet: zero log-probs and token mask [n, width], no failure, no reasons."""
+        return cls(torch.zeros(n, width), torch.zeros(n, dtype=torch.bool), [None] * n,
+                   token_mask=torch.zeros(n, width))
+
 
 class TeacherScorer:
     name: str = "teacher"

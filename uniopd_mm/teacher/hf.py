@@ -77,9 +77,8 @@ class HFTeacher(TeacherScorer):
             raise ValueError(f"teacher {self.name}: top-k / full-vocabulary losses need a shared vocabulary")
         n = len(samples)
         width = max(1, max((len(r) for r in responses), default=1))
-        logprobs, token_mask = torch.zeros(n, width), torch.zeros(n, width)
-        failed = torch.zeros(n, dtype=torch.bool)
-        reasons: list[str | None] = [None] * n
+        out = TeacherScores.empty(n, width)
+        logprobs, token_mask, failed, reasons = out.logprobs, out.token_mask, out.failed, out.reasons
         topk_ids = torch.zeros(n, width, topk, dtype=torch.long) if topk else None
         topk_lp = torch.zeros(n, width, topk) if topk else None  # unscored positions: finite, and masked
         full_lp = None
@@ -128,4 +127,5 @@ class HFTeacher(TeacherScorer):
         finally:
             if self.offload:
                 self.model.to("cpu")
-        return TeacherScores(logprobs, failed, reasons, topk_ids, topk_lp, full_lp, token_mask)
+        out.topk_ids, out.topk_logprobs, out.full_logprobs = topk_ids, topk_lp, full_lp
+        return out

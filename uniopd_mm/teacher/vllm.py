@@ -74,9 +74,8 @@ class PromptLogprobTeacher(TeacherScorer):
             raise ValueError(f"teacher {self.name}: top-k / full-vocabulary losses need a local hf teacher")
         n = len(samples)
         width = max(1, max((len(r) for r in responses), default=1))
-        logprobs, token_mask = torch.zeros(n, width), torch.zeros(n, width)
-        failed = torch.zeros(n, dtype=torch.bool)
-        reasons: list[str | None] = [None] * n
+        out = TeacherScores.empty(n, width)
+        logprobs, token_mask, failed, reasons = out.logprobs, out.token_mask, out.failed, out.reasons
         prepared = {}
         for i, (s, r) in enumerate(zip(samples, responses)):
             start = len(self.prefix_ids) if self.prefix_ids and r[: len(self.prefix_ids)] == self.prefix_ids else 0
@@ -102,7 +101,7 @@ class PromptLogprobTeacher(TeacherScorer):
                     continue
                 logprobs[i, start: start + len(body)] = torch.tensor(lp)
                 token_mask[i, start: start + len(body)] = 1.0
-        return TeacherScores(logprobs, failed, reasons, token_mask=token_mask)
+        return out
 
 
 class VLLMTeacher(PromptLogprobTeacher):
