@@ -11,7 +11,9 @@ and the same sampling (temperature 1, top-k off, top-p 1), all in this one proce
 
 - ``uniopd_mm``: ``Trainer.train_step`` with the torch engine and plain sampled-token OPD (rows: as is;
   ``reuse``: pi_old from the rollout; ``fast``: that plus ``rollout.decoder: static`` with a compiled
-  step, whose one-off compile falls in the warm-up steps, reported apart);
+  step, ``teacher.compile`` (a compiled teacher backbone) and ``train.share_prompts`` /
+  ``teacher.share_prompts`` (each prompt's forward once per group of ``--n`` samples), whose one-off
+  compiles fall in the warm-up steps, reported apart);
 - ``trl GKD``: ``GKDTrainer`` fully on-policy (``lmbda=1``) with reverse KL (``beta=1``); GKD samples one
   completion per prompt, so each prompt appears ``--n`` times in its batch;
 - ``trl MiniLLM``: ``MiniLLMTrainer`` (GRPO-based) with ``num_generations=--n``.
@@ -57,7 +59,7 @@ def bench_ours(args, data_dir: Path, out: Path, reuse: bool = False, backend: st
     cfg = load_config(None, [], base={
         "name": "bench_ours", "output_dir": str(out / "ours"), "seed": 0,
         "student": {"path": str(args.student), "family": "text"},
-        "teacher": {"path": str(args.teacher), "family": "text"},
+        "teacher": {"path": str(args.teacher), "family": "text", "compile": fast, "share_prompts": fast},
         "data": {"train_path": str(data_dir / "train_text.jsonl")},
         "rollout": {"n": args.n, "max_new_tokens": args.max_new_tokens, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
                     "reuse_logprobs": reuse, "backend": backend, "decoder": "static" if fast else "generate",
@@ -65,7 +67,8 @@ def bench_ours(args, data_dir: Path, out: Path, reuse: bool = False, backend: st
                     "vllm": {"enforce_eager": True, "max_model_len": 1024, "dtype": "float32", "cpu_kvcache_space_gb": 1}},
         "algo": {"preset": "opd"},
         "train": {"engine": "torch", "steps": args.warmup + args.steps, "prompts_per_step": args.prompts,
-                  "micro_batch_size": args.prompts * args.n, "lr": 1e-5, "warmup_steps": 0, "resume": False},
+                  "micro_batch_size": args.prompts * args.n, "lr": 1e-5, "warmup_steps": 0, "resume": False,
+                  "share_prompts": fast},
         "logging": {"progress": False, "tensorboard": False},
     })
     threads = torch.get_num_threads()
@@ -83,7 +86,7 @@ def bench_ours(args, data_dir: Path, out: Path, reuse: bool = False, backend: st
             for k, v in m.items():
                 if k.startswith("time/") and k != "time/step":
                     stages.setdefault(k[5:], []).append(v)
-    name = ("uniopd_mm" + (" (vLLM rollout)" if backend == "vllm" else "") + (" (compiled static decoder)" if fast else "")
+    name = ("uniopd_mm" + (" (vLLM rollout)" if backend == "vllm" else "") + (" fast (compiled, shared prompts)" if fast else "")
             + (" (pi_old from rollout)" if reuse else ""))
     result = summarise(name, times, tokens, {k: statistics.median(v) for k, v in stages.items()})
     result["warmup_s"] = warmup_s  # the untimed first steps (a compiled decoder compiles there)
@@ -192,7 +195,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     ap.add_argument("--trainers", default="uniopd_mm,uniopd_mm reuse,uniopd_mm fast,trl GKD,trl MiniLLM",
                     help="uniopd_mm reuse = rollout.reuse_logprobs (pi_old from the rollout, no second forward); "
-                         "uniopd_mm fast = that with rollout.decoder=static and a compiled decoding step; "
+                         "uniopd_mm fast = that with rollout.decoder=static, a compiled decoding step, teacher.compile and "
+                         "train/teacher.share_prompts; "
                          "uniopd_mm vllm = that with rollout.backend=vllm (run from .venv-vllm: `make bench-step-vllm`)")
     ap.add_argument("--skip-memory", action="store_true", help="leave out the teacher-scoring memory table")
     args = ap.parse_args(argv)

@@ -98,6 +98,10 @@ class TeacherConfig(ModelConfig):
     vllm: VLLMEngineConfig = cfg(help="vllm: engine settings", factory=VLLMEngineConfig)
     device: str | None = cfg(None, "where the teacher runs (None: cuda when available, else cpu)")
     offload_when_idle: bool = cfg(False, "move the teacher to CPU between its scoring calls")
+    share_prompts: bool = cfg(False, "hf backend: run each distinct prompt once and share its KV cache across the "
+                                     "prompt's rollout.n samples (text prompts; see train.share_prompts)")
+    compile: bool = cfg(False, "hf backend: torch.compile the teacher's backbone (fuses each layer's element-wise "
+                               "ops; one-off compiles of ~20 s on a CPU for the tiny teacher, falls back to eager)")
     strip_response_prefix: str | None = cfg(
         None, "text the student's responses start with that this teacher must not see (e.g. an empty "
         "'<think>\\n\\n</think>\\n\\n' block); those tokens are removed before scoring and masked")
@@ -108,6 +112,9 @@ class TeacherConfig(ModelConfig):
         super().__post_init__()
         if self.backend == "served" and not (self.url and self.served_model_name):
             raise ConfigError("teacher backend served: set url and served_model_name")
+        for name in ("compile", "share_prompts"):
+            if getattr(self, name) and self.backend != "hf":
+                raise ConfigError(f"teacher {name}: applies to backend hf, not {self.backend} (that engine has its own)")
 
 
 @dataclass(kw_only=True)
@@ -239,6 +246,10 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = cfg("fp32", "DeepSpeed training precision")
     cpu_offload: bool = cfg(False, "DeepSpeed ZeRO optimizer/parameter offload to CPU")
     gradient_checkpointing: bool = cfg(False, "recompute activations in backward")
+    share_prompts: bool = cfg(
+        False, "run each distinct prompt once in the student's training forwards (update, pi_old, reference) and "
+        "share its KV cache across the prompt's rollout.n samples; text batches only (VL batches and gradient "
+        "checkpointing keep the full forward); equal to the full forward to float rounding")
     logprob_chunk: int = cfg(1024, "rows of [B*T, V] upcast to float32 at a time in log-prob computations", range=(1, None))
     lora: LoraConfig = cfg(help="LoRA adapters", factory=LoraConfig)
     save_every: int = cfg(0, "checkpoint every N steps (0: only at the end)", range=(0, None))

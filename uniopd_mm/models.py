@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 
@@ -45,6 +46,30 @@ def load_model(cfg: ModelConfig, device: str = "cpu", frozen: bool = False):
     return model.to(device)
 
 
+class CompiledOrEager:
+    """``torch.compile(fn)`` that can never cost a run: ``torch.compile`` is lazy, so a missing C++
+    compiler or an unsupported op only shows at a call. When the compiled call raises, ``fn`` runs
+    eagerly on the same inputs: if that works, the compiler was at fault, a warning says so and every
+    later call is eager; if it raises too, the input was (its error propagates, compilation stays on).
+    """
+
+    def __init__(self, fn, what: str, **compile_kwargs):
+        self.fn, self.what = fn, what
+        self.compiled = torch.compile(fn, **compile_kwargs)
+
+    def __call__(self, *args, **kwargs):
+        if self.compiled is None:
+            return self.fn(*args, **kwargs)
+        try:
+            return self.compiled(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - decided below by the eager call
+            out = self.fn(*args, **kwargs)
+            warnings.warn(f"torch.compile of {self.what} failed ({type(e).__name__}: {e}); running it eagerly",
+                          stacklevel=2)
+            self.compiled = None
+            return out
+
+
 def load_processor(cfg: ModelConfig):
     from processors import make_processor
 
@@ -62,17 +87,83 @@ def load_frozen(path, family: str, processor_options: dict | None = None):
     return load_model(cfg, frozen=True), load_processor(cfg)
 
 
-def response_logits(model, batch: dict):
+def response_logits(model, batch: dict, share_prompts: bool = False):
     """[B, T, V] logits predicting the response tokens of a training-layout batch.
 
     Prompts are padded on the left and responses on the right (``processors.collate``), so the
     response columns are the last T of the sequence and ``logits_to_keep=T+1`` computes logits
     for those positions only (plus one, dropped), never for the prompt's image tokens.
+    ``share_prompts``: each distinct prompt runs once (:func:`forward_sharing_prompts`).
     """
     from processors import model_inputs
 
     t = batch["responses"].shape[1]
+    groups = prompt_groups(batch, model) if share_prompts else None
+    if groups is not None:
+        last, resp = forward_sharing_prompts(model, batch, *groups, logits_to_keep=t)
+        return torch.cat([last.logits[groups[1]], resp.logits[:, :-1]], 1)
     return model(**to_device(model_inputs(batch), model), logits_to_keep=t + 1, use_cache=False).logits[:, :-1]
+
+
+def cache_kwarg(model) -> str:
+    """The name a model's forward gives its KV cache: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
+    import inspect
+
+    forward = getattr(getattr(model, "module", model), "forward")
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+def prompt_groups(batch: dict, model) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(one row of each distinct prompt [U], each row's prompt among them [B]) of a training-layout
+    batch whose rows repeat prompts (a rollout group's samples); None when no prompt repeats, for
+    batches with visual inputs (M-RoPE positions and visual features stay with the full forward), and
+    for a model training under gradient checkpointing (which drops the KV cache this needs).
+    """
+    from processors.base import MODEL_INPUT_KEYS
+
+    if set(batch) & (set(MODEL_INPUT_KEYS) - {"input_ids", "attention_mask"}):
+        return None
+    module = getattr(model, "module", model)
+    checkpointing = getattr(module, "is_activation_checkpointing", None)  # transformers >= 5.2x
+    if checkpointing is None:
+        checkpointing = getattr(module, "is_gradient_checkpointing", False)
+    if checkpointing and module.training and torch.is_grad_enabled():
+        return None
+    w = batch["input_ids"].shape[1] - batch["responses"].shape[1]
+    key = torch.cat([batch["input_ids"][:, :w], batch["attention_mask"][:, :w]], 1)
+    uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
+    if len(uniq) == len(key):
+        return None
+    rows = torch.arange(len(key))
+    first = torch.full((len(uniq),), len(key)).scatter_reduce(0, inverse, rows, "amin")
+    return first, inverse
+
+
+def forward_sharing_prompts(model, batch: dict, first: torch.Tensor, inverse: torch.Tensor, call=None, **kwargs):
+    """The forward of a training-layout batch with each distinct prompt computed once.
+
+    The prompts (rows ``first``, left-padded, width P) run with a KV cache; the cache is indexed out to
+    every row (``inverse``); the response columns then run on it with the whole [B, P+T] attention
+    mask. Positions continue from P as in the full forward, so the outputs equal the full forward's
+    (to float rounding). Gradients flow through the shared prompt states. Returns (the prompt forward's
+    output [U rows], the response forward's output [B rows]): the output at column P-1 (the prompt's
+    last) predicts the first response token, the response columns' outputs the rest.
+    """
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    width = ids.shape[1] - batch["responses"].shape[1]
+    call = call or model
+    device = getattr(model, "device", None) or next(model.parameters()).device
+    first, inverse = first.to(device), inverse.to(device)
+    ids, mask = ids.to(device), mask.to(device)
+    key = cache_kwarg(model)
+    last = call(input_ids=ids[first, :width], attention_mask=mask[first, :width], use_cache=True,
+                **({"logits_to_keep": 1} if "logits_to_keep" in kwargs else {}))
+    cache = getattr(last, "cache", None) or getattr(last, "past_key_values", None)
+    if cache is None or cache.get_seq_length() != width:
+        raise RuntimeError("the prompt forward returned no KV cache to share (gradient checkpointing?)")
+    cache.batch_select_indices(inverse)
+    resp = call(input_ids=ids[:, width:], attention_mask=mask, use_cache=True, **{key: cache}, **kwargs)
+    return last, resp
 
 
 def to_device(batch: dict, model) -> dict:
@@ -82,11 +173,12 @@ def to_device(batch: dict, model) -> dict:
 
 
 def response_logprobs(model, batch: dict, suppressed_ids=None, temperature: float = 1.0,
-                      chunk_size: int = 1024, with_entropy: bool = False, with_full: bool = False) -> dict:
+                      chunk_size: int = 1024, with_entropy: bool = False, with_full: bool = False,
+                      share_prompts: bool = False) -> dict:
     """Sampled-token log-probs [B, T] (and optionally entropy [B, T], full log-probs [B, T, V])."""
     from .algo.logprobs import entropy_from_logits, log_softmax_full, selective_log_softmax
 
-    logits = response_logits(model, batch)
+    logits = response_logits(model, batch, share_prompts)
     out = {"logprobs": selective_log_softmax(logits, batch["responses"].to(logits.device), suppressed_ids, temperature,
                                              chunk_size)}
     if with_entropy:
@@ -96,7 +188,7 @@ def response_logprobs(model, batch: dict, suppressed_ids=None, temperature: floa
     return out
 
 
-def _base_and_head(model):
+def base_and_head(model):
     """(the backbone returning hidden states, the output head) of a Hugging Face LM or VLM."""
     base = getattr(model, "model", None)
     head = model.get_output_embeddings()
@@ -106,21 +198,30 @@ def _base_and_head(model):
 
 
 def score_response_tokens(model, batch: dict, suppressed_ids=None, temperature: float = 1.0,
-                          chunk_size: int = 256, topk: int = 0, full: bool = False) -> dict:
+                          chunk_size: int = 256, topk: int = 0, full: bool = False, backbone=None,
+                          share_prompts: bool = False) -> dict:
     """No-grad sampled-token log-probs [B, T] without ever building the [B, T, V] logits.
 
     The backbone runs once; the output head is applied to ``chunk_size`` response positions at a
     time, each chunk upcast to float32 and reduced to gather minus logsumexp (and optionally the
-    top-k or the full log-probs, which are [B, T, K] / [B, T, V] by nature).
+    top-k or the full log-probs, which are [B, T, K] / [B, T, V] by nature). ``backbone``: a callable
+    standing in for the model's backbone (a compiled one, :class:`CompiledOrEager`). ``share_prompts``:
+    each distinct prompt runs once (:func:`forward_sharing_prompts`).
     """
     from processors import model_inputs
 
     from .algo.logprobs import log_softmax_full, selective_log_softmax
 
-    base, head = _base_and_head(model)
+    base, head = base_and_head(model)
     t = batch["responses"].shape[1]
+    groups = prompt_groups(batch, model) if share_prompts else None
     with torch.no_grad():
-        hidden = base(**to_device(model_inputs(batch), model), use_cache=False).last_hidden_state[:, -t - 1:-1]
+        if groups is not None:
+            last, resp = forward_sharing_prompts(base, batch, *groups, call=backbone)
+            hidden = torch.cat([last.last_hidden_state[groups[1], -1:], resp.last_hidden_state[:, :-1]], 1)
+        else:
+            hidden = (backbone or base)(**to_device(model_inputs(batch), model),
+                                        use_cache=False).last_hidden_state[:, -t - 1:-1]
         b = hidden.shape[0]
         flat, ids = hidden.reshape(b * t, -1), batch["responses"].to(hidden.device).reshape(b * t)
         out_lp, out_topk_v, out_topk_i, out_full = [], [], [], []

@@ -130,7 +130,7 @@ class Trainer:
             return make_teacher("vllm", model=t.path, engine_kwargs=t.vllm.engine_kwargs(), **common)
         return make_teacher("hf", model=load_model(t, frozen=True), temperature=cfg.rollout.temperature,
                             suppressed_ids=self.suppressed, device=t.device, offload_when_idle=t.offload_when_idle,
-                            **common)
+                            compile=t.compile, share_prompts=t.share_prompts, **common)
 
     # -- data and prompts ---------------------------------------------------------------------
     def load_data(self):
@@ -257,12 +257,13 @@ class Trainer:
                 batch = self.student_batch(r_prompts, responses, rows)
                 if not reuse:
                     lp = response_logprobs(self.engine.forward_model, batch, self.suppressed,
-                                           cfg.rollout.temperature, cfg.train.logprob_chunk)["logprobs"]
+                                           cfg.rollout.temperature, cfg.train.logprob_chunk,
+                                           share_prompts=cfg.train.share_prompts)["logprobs"]
                     if real:
                         old[real, : lp.shape[1]] = lp[: len(real)].cpu() * batch["response_mask"][: len(real)]
                 if ref is not None and real:
                     rlp = response_logprobs(self.ref_model, batch, self.suppressed, cfg.rollout.temperature,
-                                            cfg.train.logprob_chunk)["logprobs"]
+                                            cfg.train.logprob_chunk, share_prompts=cfg.train.share_prompts)["logprobs"]
                     ref[real, : rlp.shape[1]] = rlp[: len(real)].cpu() * batch["response_mask"][: len(real)]
 
         # 4. teacher scores: each rollout by its prompt's teacher
@@ -462,7 +463,8 @@ class Trainer:
 
         mask = sl(tensors["mask"]) * (1.0 if real else 0.0)
         out = response_logprobs(model, batch, self.suppressed, self.cfg.rollout.temperature, self.cfg.train.logprob_chunk,
-                                with_entropy=cfg.entropy_coef > 0, with_full=cfg.loss != "pg")
+                                with_entropy=cfg.entropy_coef > 0, with_full=cfg.loss != "pg",
+                                share_prompts=self.cfg.train.share_prompts)
         logp = out["logprobs"]
         metrics = {}
         if cfg.loss == "pg":

@@ -11,7 +11,7 @@ import warnings
 import torch
 
 from uniopd_mm.algo.logprobs import selective_log_softmax, suppress
-from uniopd_mm.models import to_device
+from uniopd_mm.models import CompiledOrEager, to_device
 
 from .base import RolloutEngine, RolloutOutput, SamplingParams
 
@@ -124,22 +124,30 @@ class HFRollout(RolloutEngine):
         return self.model(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids,
                           cache_position=cache_position, use_cache=True, **{key: cache}).logits[:, -1]
 
+    def _sample_then_step(self, logits, done, eos_ids, mask, position, cache, cache_position, how):
+        """Samples each row's next token from ``logits`` (pad once a row is done), then runs the model
+        on it: (token [N], done [N], the next logits [N, V]). One function, so that a compiled decoder
+        runs the filters and the draw inside the same graph as the model step."""
+        greedy, temperature, top_k, top_p, suppressed, pad = how
+        token = sample_tokens(filter_logits(logits, temperature, top_k, top_p, suppressed), greedy)
+        token = torch.where(done, torch.full_like(token, pad), token)
+        done = done | torch.isin(token, eos_ids)
+        return token, done, self._decode_step(token[:, None], mask, position, cache, cache_position)
+
     def decode_step(self):
-        """The one-token step, compiled on first use when asked (eager if compilation fails)."""
+        """The sample-then-step function, compiled on first use when asked (eager if compilation fails)."""
         if self._step is None:
-            self._step = self._decode_step
-            if self.compile_decoder:
-                try:
-                    self._step = torch.compile(self._decode_step)
-                except Exception as e:  # noqa: BLE001 - no compiler here: eager still works
-                    warnings.warn(f"torch.compile of the decoding step failed ({e}); decoding eagerly", stacklevel=2)
+            self._step = CompiledOrEager(self._sample_then_step, "the decoding step") if self.compile_decoder \
+                else self._sample_then_step
         return self._step
 
     def static_decode(self, batch, params: SamplingParams, eos: set[int], suppressed: list[int]):
         """Left-padded prompts -> ([N, T] sampled ids, pad after EOS; [N, T, V] raw logits).
 
         The KV cache is allocated once at prompt width + max_new_tokens (rounded up to 64 so a
-        compiled step sees few shapes); the loop ends when every row has emitted an EOS.
+        compiled step sees few shapes); the loop ends when every row has emitted an EOS. Each loop
+        turn is one call: sample from the last logits, then the model step on the sampled tokens (the
+        step after the last token is the one wasted forward).
         """
         from transformers import StaticCache
 
@@ -158,17 +166,16 @@ class HFRollout(RolloutEngine):
         out_logits = torch.zeros(n, steps, logits.shape[-1], dtype=torch.float32)
         done = torch.zeros(n, dtype=torch.bool, device=ids.device)
         eos_ids = torch.tensor(sorted(eos), device=ids.device)
-        temperature = 1.0 if params.greedy else params.temperature
+        cache_positions = torch.arange(width, width + steps, device=ids.device)
+        how = (params.greedy, 1.0 if params.greedy else params.temperature, 0 if params.greedy else params.top_k,
+               1.0 if params.greedy else params.top_p, tuple(suppressed or ()), pad)
         step = self.decode_step()
         for t in range(steps):
-            filtered = filter_logits(logits, temperature, 0 if params.greedy else params.top_k,
-                                     1.0 if params.greedy else params.top_p, suppressed)
-            token = torch.where(done, torch.full_like(done, pad, dtype=torch.long), sample_tokens(filtered, params.greedy))
-            out_ids[:, t], out_logits[:, t] = token.cpu(), logits.float().cpu()
-            done |= torch.isin(token, eos_ids)
-            if t == steps - 1 or bool(done.all()):
-                break
+            out_logits[:, t] = logits.float().cpu()
             mask[:, width + t] = 1
             position = position + 1
-            logits = step(token[:, None], mask, position, cache, torch.tensor([width + t], device=ids.device))
+            token, done, logits = step(logits, done, eos_ids, mask, position, cache, cache_positions[t:t + 1], how)
+            out_ids[:, t] = token.cpu()
+            if bool(done.all()):
+                break
         return out_ids, out_logits

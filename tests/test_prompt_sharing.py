@@ -1,0 +1,187 @@
+"""Each distinct prompt run once (``train.share_prompts`` / ``teacher.share_prompts``): the same
+log-probs and gradients as the full forward, the groups found by hand, the fall-backs; and the
+compile-or-eager wrapper behind ``teacher.compile`` / ``rollout.compile_decoder``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from uniopd_mm.models import CompiledOrEager, prompt_groups, response_logits, score_response_tokens
+
+
+@pytest.fixture(scope="module")
+def text_batch(tiny_dir, synth_samples):
+    from processors import make_processor
+
+    proc = make_processor("text", str(tiny_dir / "qwen3-student"))
+    texts = [s for s in synth_samples if s.modality == "text"]
+    prompts = [proc.encode_prompt(s) for s in texts[:3]]
+    prompts[1].prompt_ids = prompts[1].prompt_ids[2:]  # a shorter prompt: left padding inside the shared part
+    rows = [0, 0, 1, 1, 1, 2]  # groups of 2, 3 and 1 samples
+    gen = torch.Generator().manual_seed(0)
+    responses = [torch.randint(5, 300, (n,), generator=gen).tolist() for n in (7, 3, 9, 1, 5, 8)]
+    return proc.training_batch([prompts[i] for i in rows], responses), rows
+
+
+def test_prompt_groups_by_hand(text_batch):
+    batch, rows = text_batch
+    first, inverse = prompt_groups(batch, None)
+    # every row points at a row with its own prompt; each group's first row is its representative
+    assert [rows[int(first[g])] for g in inverse] == rows
+    assert sorted(first.tolist()) == [0, 2, 5]
+    single = {k: v[[0, 2, 5]] for k, v in batch.items()}  # no prompt repeats: nothing to share
+    assert prompt_groups(single, None) is None
+    visual = {**batch, "pixel_values": torch.zeros(1)}  # visual inputs keep the full forward
+    assert prompt_groups(visual, None) is None
+
+
+@pytest.mark.parametrize("model_name", ["qwen3-student", "qwen3-teacher"])
+def test_shared_prompt_forward_equals_the_full_forward(tiny_dir, text_batch, model_name):
+    from transformers import AutoModelForCausalLM
+
+    batch, _ = text_batch
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir / model_name)
+    mask = batch["response_mask"].bool()
+    grads = []
+    losses = []
+    for share in (False, True):
+        model.zero_grad()
+        logits = response_logits(model, batch, share_prompts=share)
+        loss = (logits.float().log_softmax(-1).gather(-1, batch["responses"][..., None])[..., 0] * mask).sum()
+        loss.backward()
+        losses.append(logits.detach())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert losses[0].shape == losses[1].shape
+    assert (losses[0] - losses[1])[mask].abs().max() < 1e-4
+    assert max((a - b).abs().max().item() for a, b in zip(*grads)) < 1e-4
+    assert any(g.abs().sum() > 0 for g in grads[1])  # gradients reach the weights through the shared prompt
+    with torch.no_grad():
+        full = score_response_tokens(model, batch)["logprobs"]
+        shared = score_response_tokens(model, batch, share_prompts=True)["logprobs"]
+    assert (full - shared)[mask].abs().max() < 1e-4
+
+
+def test_gradient_checkpointing_keeps_the_full_forward(tiny_dir, text_batch):
+    from transformers import AutoModelForCausalLM
+
+    batch, _ = text_batch
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir / "qwen3-student")
+    (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+    model.train()
+    assert prompt_groups(batch, model) is None  # the layers would drop the KV cache the sharing needs
+    model.eval()
+    with torch.no_grad():
+        assert prompt_groups(batch, model) is not None  # no backward, no checkpointing: the cache is kept
+
+
+def test_a_training_step_sharing_prompts(tiny_dir, synth_dir, tmp_path):
+    from conftest import tiny_config
+
+    from uniopd_mm.metrics import read_metrics
+    from uniopd_mm.trainer import Trainer
+
+    cfg = tiny_config(tiny_dir, synth_dir, tmp_path / "share", student="qwen3-student", teacher="qwen3-teacher",
+                      family="text", overrides=["train.steps=2", "train.share_prompts=true", "teacher.share_prompts=true",
+                                                "rollout.reuse_logprobs=false"])
+    Trainer(cfg).train()
+    rows = read_metrics(tmp_path / "share" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2] and all(r["train/grad_norm"] > 0 for r in rows)
+    # pi_old from the shared forward agrees with the rollout's own log-probs
+    assert all(r["rollout/logprob_mismatch"] < 1e-4 for r in rows)
+
+
+def test_teacher_options_need_the_hf_backend():
+    from uniopd_mm.config import TeacherConfig
+    from uniopd_mm.config_base import ConfigError, from_dict
+
+    for name in ("compile", "share_prompts"):
+        with pytest.raises(ConfigError, match=f"teacher {name}: applies to backend hf"):
+            from_dict(TeacherConfig, {"path": "x", "family": "text", "backend": "served", "url": "http://127.0.0.1:1",
+                                      "served_model_name": "m", name: True}, prefix="teacher")
+
+
+def test_compiled_or_eager_falls_back_when_the_compiler_fails(monkeypatch):
+    def broken_compile(fn, **kw):
+        def run(*a, **k):
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    calls = []
+
+    def double(x):
+        calls.append(x)
+        return 2 * x
+
+    f = CompiledOrEager(double, "double")
+    with pytest.warns(UserWarning, match="torch.compile of double failed .*no C\\+\\+ compiler.*running it eagerly"):
+        assert f(torch.tensor(3)).item() == 6
+    assert f.compiled is None and f(torch.tensor(4)).item() == 8 and len(calls) == 2
+
+
+def test_compiled_or_eager_lets_a_bad_input_raise(monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)  # "compiled" = the function itself
+
+    def needs_positive(x):
+        if x < 0:
+            raise ValueError("negative input")
+        return x
+
+    f = CompiledOrEager(needs_positive, "f")
+    with pytest.raises(ValueError, match="negative input"):
+        f(-1)
+    assert f.compiled is not None and f(2) == 2  # the compiler was not at fault: it stays on
+
+
+def test_compiled_teacher_scores_like_the_eager_one(tiny_dir, synth_samples):
+    from transformers import AutoModelForCausalLM
+
+    from processors import make_processor
+    from uniopd_mm.teacher.hf import HFTeacher
+
+    path = tiny_dir / "qwen3-teacher"
+    proc = make_processor("text", str(path))
+    samples = [s for s in synth_samples if s.modality == "text"][:3]
+    samples = [s for s in samples for _ in range(2)]
+    gen = torch.Generator().manual_seed(1)
+    responses = [torch.randint(5, 300, (n,), generator=gen).tolist() for n in (4, 6, 2, 5, 3, 6)]
+    model = AutoModelForCausalLM.from_pretrained(path)
+    eager = HFTeacher(model, proc, device="cpu").score(samples, responses)
+    for share in (False, True):
+        compiled = HFTeacher(model, proc, device="cpu", compile=True, share_prompts=share)
+        got = compiled.score(samples, responses)
+        assert compiled.backbone.compiled is not None  # it really ran compiled, no fall-back
+        assert not got.failed.any() and torch.allclose(got.logprobs, eager.logprobs, atol=1e-4)
+        assert torch.equal(got.token_mask, eager.token_mask)
+
+
+def test_deepspeed_zero3_step_sharing_prompts_matches_torch(tiny_dir, text_batch, monkeypatch):
+    from uniopd_mm import models
+    from uniopd_mm.algo.loss import aggregate
+    from uniopd_mm.config import ModelConfig, TrainConfig
+    from uniopd_mm.models import load_model, response_logprobs
+    from uniopd_mm.training import make_training_engine
+
+    batch, _ = text_batch
+    mcfg = ModelConfig(path=str(tiny_dir / "qwen3-student"), family="text")
+    n_tok = float(batch["response_mask"].sum())
+    shared_calls = []
+    real = models.forward_sharing_prompts
+    monkeypatch.setattr(models, "forward_sharing_prompts", lambda *a, **k: shared_calls.append(1) or real(*a, **k))
+    results = []
+    for engine_name, share, extra in (("torch", False, {}), ("deepspeed", True, {"zero_stage": 3})):
+        torch.manual_seed(0)
+        cfg = TrainConfig(engine=engine_name, lr=1e-2, warmup_steps=0, grad_clip=1.0, **extra)
+        engine = make_training_engine(engine_name, model_loader=lambda: load_model(mcfg), train_cfg=cfg)
+
+        def nll(model, rows, share=share):
+            part = {k: v[rows] for k, v in batch.items()}
+            lp = response_logprobs(model, part, share_prompts=share)["logprobs"]
+            return aggregate(-lp, part["response_mask"], "token_mean", n_tok), {}
+
+        results.append(engine.train_step([[0, 1, 2], [3, 4, 5]], nll))  # each micro-batch repeats a prompt
+    ref, ds = results
+    assert len(shared_calls) == 2  # both DeepSpeed micro-batches took the shared path
+    assert ds["train/loss"] == pytest.approx(ref["train/loss"], rel=1e-5)
+    assert ds["train/grad_norm"] == pytest.approx(ref["train/grad_norm"], rel=1e-4)
