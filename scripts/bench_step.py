@@ -18,9 +18,12 @@ and the same sampling (temperature 1, top-k off, top-p 1), all in this one proce
   completion per prompt, so each prompt appears ``--n`` times in its batch;
 - ``trl MiniLLM``: ``MiniLLMTrainer`` (GRPO-based) with ``num_generations=--n``.
 
-Throughput = response tokens the step trained on / step seconds (the median of ``--steps`` timed steps
-after ``--warmup`` untimed ones). Response tokens are counted from each trainer's own masks, so an
-engine that stops at EOS earlier is not credited for tokens it did not generate. Also prints our
+Throughput = response tokens the step trained on / step seconds (the median over ``--rounds``
+interleaved rounds of ``--steps`` timed steps each, after ``--warmup`` untimed ones: a TRL trainer is
+built again each round, ours once). Interleaving matters on a shared machine, whose speed drifts by
+tens of percent over minutes: each trainer sees every spell. Response tokens are counted from each
+trainer's own masks, so an engine that stops at EOS earlier is not credited for tokens it did not
+generate. Also prints our
 stage timings (where the time goes) and the teacher-scoring memory table
 (``scripts/bench_teacher_memory.py``). Writes report.md and report.json under --out.
 """
@@ -50,47 +53,58 @@ def prompts_from(data_dir: Path, k: int) -> list[str]:
             else " ".join(c.get("text", "") for c in s.messages[-1]["content"]) for s in samples]
 
 
-def bench_ours(args, data_dir: Path, out: Path, reuse: bool = False, backend: str = "hf", fast: bool = False) -> dict:
-    import torch
+class Ours:
+    """Our trainer, built once and kept across rounds (a compiled decoder / teacher compiles once)."""
 
-    from uniopd_mm.config import load_config
-    from uniopd_mm.trainer import Trainer
+    def __init__(self, args, data_dir: Path, out: Path, reuse: bool = False, backend: str = "hf", fast: bool = False):
+        import torch
 
-    cfg = load_config(None, [], base={
-        "name": "bench_ours", "output_dir": str(out / "ours"), "seed": 0,
-        "student": {"path": str(args.student), "family": "text"},
-        "teacher": {"path": str(args.teacher), "family": "text", "compile": fast, "share_prompts": fast},
-        "data": {"train_path": str(data_dir / "train_text.jsonl")},
-        "rollout": {"n": args.n, "max_new_tokens": args.max_new_tokens, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
-                    "reuse_logprobs": reuse, "backend": backend, "decoder": "static" if fast else "generate",
-                    "compile_decoder": fast,
-                    "vllm": {"enforce_eager": True, "max_model_len": 1024, "dtype": "float32", "cpu_kvcache_space_gb": 1}},
-        "algo": {"preset": "opd"},
-        "train": {"engine": "torch", "steps": args.warmup + args.steps, "prompts_per_step": args.prompts,
-                  "micro_batch_size": args.prompts * args.n, "lr": 1e-5, "warmup_steps": 0, "resume": False,
-                  "share_prompts": fast},
-        "logging": {"progress": False, "tensorboard": False},
-    })
-    threads = torch.get_num_threads()
-    trainer = Trainer(cfg)
-    torch.set_num_threads(threads)  # vLLM's CPU engine lowers torch's thread count for serving; keep ours
-    times, tokens, stages, warmup_s = [], [], {}, 0.0
-    for i in range(args.warmup + args.steps):
-        m = trainer.train_step()
-        trainer.step += 1
-        if i < args.warmup:
-            warmup_s += m["time/step"]
-        else:
-            times.append(m["time/step"])
-            tokens.append(m["response/tokens"])
+        from uniopd_mm.config import load_config
+        from uniopd_mm.trainer import Trainer
+
+        cfg = load_config(None, [], base={
+            "name": "bench_ours", "output_dir": str(out / "ours"), "seed": 0,
+            "student": {"path": str(args.student), "family": "text"},
+            "teacher": {"path": str(args.teacher), "family": "text", "compile": fast, "share_prompts": fast},
+            "data": {"train_path": str(data_dir / "train_text.jsonl")},
+            "rollout": {"n": args.n, "max_new_tokens": args.max_new_tokens, "temperature": 1.0, "top_k": 0,
+                        "top_p": 1.0, "reuse_logprobs": reuse, "backend": backend,
+                        "decoder": "static" if fast else "generate", "compile_decoder": fast,
+                        "vllm": {"enforce_eager": True, "max_model_len": 1024, "dtype": "float32",
+                                 "cpu_kvcache_space_gb": 1}},
+            "algo": {"preset": "opd"},
+            "train": {"engine": "torch", "steps": 10**6, "prompts_per_step": args.prompts,
+                      "micro_batch_size": args.prompts * args.n, "lr": 1e-5, "warmup_steps": 0, "resume": False,
+                      "share_prompts": fast},
+            "logging": {"progress": False, "tensorboard": False},
+        })
+        self.threads = torch.get_num_threads()
+        self.trainer = Trainer(cfg)
+        torch.set_num_threads(self.threads)  # vLLM's CPU engine lowers torch's thread count for serving; keep ours
+        self.name = ("uniopd_mm" + (" (vLLM rollout)" if backend == "vllm" else "")
+                     + (" fast (compiled, shared prompts)" if fast else "") + (" (pi_old from rollout)" if reuse else ""))
+        self.warmed = False
+
+    def run(self, args) -> dict:
+        """One round: the warm-up steps (first round only: a compiled decoder / teacher compiles there),
+        then ``args.steps`` timed ones."""
+        import torch
+
+        torch.set_num_threads(self.threads)
+        out = {"times": [], "tokens": [], "stages": {}, "warmup_s": 0.0}
+        for i in range(args.steps + (0 if self.warmed else args.warmup)):
+            m = self.trainer.train_step()
+            self.trainer.step += 1
+            if not self.warmed and i < args.warmup:
+                out["warmup_s"] += m["time/step"]
+                continue
+            out["times"].append(m["time/step"])
+            out["tokens"].append(m["response/tokens"])
             for k, v in m.items():
                 if k.startswith("time/") and k != "time/step":
-                    stages.setdefault(k[5:], []).append(v)
-    name = ("uniopd_mm" + (" (vLLM rollout)" if backend == "vllm" else "") + (" fast (compiled, shared prompts)" if fast else "")
-            + (" (pi_old from rollout)" if reuse else ""))
-    result = summarise(name, times, tokens, {k: statistics.median(v) for k, v in stages.items()})
-    result["warmup_s"] = warmup_s  # the untimed first steps (a compiled decoder compiles there)
-    return result
+                    out["stages"].setdefault(k[5:], []).append(v)
+        self.warmed = True
+        return out
 
 
 def summarise(name, times, tokens, stages=None) -> dict:
@@ -140,7 +154,7 @@ def run_trl(name, trainer_cls, cfg, rows, tok, tokens, args) -> dict:
                           teacher_model=AutoModelForCausalLM.from_pretrained(args.teacher), args=cfg,
                           train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[clock.make()])
     trainer.train()
-    return summarise(name, clock.times[args.warmup:], tokens[args.warmup:])
+    return {"times": clock.times[args.warmup:], "tokens": tokens[args.warmup:], "stages": {}, "warmup_s": 0.0}
 
 
 def bench_gkd(args, prompts, out: Path) -> dict:
@@ -192,7 +206,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--n", type=int, default=4, help="samples per prompt")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--steps", type=int, default=8, help="timed steps per trainer")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (ours: in the first round only)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds over all trainers, interleaved; each trainer's median is over all its timed steps")
     ap.add_argument("--trainers", default="uniopd_mm,uniopd_mm reuse,uniopd_mm fast,trl GKD,trl MiniLLM",
                     help="uniopd_mm reuse = rollout.reuse_logprobs (pi_old from the rollout, no second forward); "
                          "uniopd_mm fast = that with rollout.decoder=static, a compiled decoding step, teacher.compile and "
@@ -215,20 +231,42 @@ def main(argv=None) -> dict:
         generate(SyntheticSpec(n_train=max(64, args.prompts * 4), n_test=4, domains=("text-arith",), levels=(1,)),
                  data_dir, progress=False)
     prompts = prompts_from(data_dir, 10**6)
-    runners = {"uniopd_mm": lambda: bench_ours(args, data_dir, args.out),
-               "uniopd_mm reuse": lambda: bench_ours(args, data_dir, args.out, reuse=True),
-               "uniopd_mm fast": lambda: bench_ours(args, data_dir, args.out, reuse=True, fast=True),
-               "uniopd_mm vllm": lambda: bench_ours(args, data_dir, args.out, reuse=True, backend="vllm"),
-               "trl GKD": lambda: bench_gkd(args, prompts, args.out),
-               "trl MiniLLM": lambda: bench_minillm(args, prompts, args.out)}
+    ours_kwargs = {"uniopd_mm": {}, "uniopd_mm reuse": {"reuse": True}, "uniopd_mm fast": {"reuse": True, "fast": True},
+                   "uniopd_mm vllm": {"reuse": True, "backend": "vllm"}}
+    trl = {"trl GKD": lambda: bench_gkd(args, prompts, args.out), "trl MiniLLM": lambda: bench_minillm(args, prompts, args.out)}
+    names = args.trainers.split(",")
+    unknown = [n for n in names if n not in ours_kwargs and n not in trl]
+    if unknown:
+        raise SystemExit(f"--trainers: unknown {unknown}; known: {sorted(ours_kwargs) + sorted(trl)}")
+    built, runs = {}, {n: [] for n in names}
+    # rounds interleave the trainers, so a slower or faster spell of a shared machine falls on all of them
+    for r in range(args.rounds):
+        for name in names:
+            print(f"== round {r + 1}/{args.rounds}, {name}: "
+                  f"{args.warmup if name in trl or r == 0 else 0} + {args.steps} steps", flush=True)
+            if name in trl:
+                runs[name].append(trl[name]())
+            else:
+                if name not in built:
+                    built[name] = Ours(args, data_dir, args.out, **ours_kwargs[name])
+                runs[name].append(built[name].run(args))
     results = []
-    for name in args.trainers.split(","):
-        print(f"== {name}: {args.warmup} + {args.steps} steps", flush=True)
-        results.append(runners[name]())
+    for name in names:
+        rounds = runs[name]
+        stages: dict = {}
+        for rd in rounds:
+            for k, v in rd["stages"].items():
+                stages.setdefault(k, []).extend(v)
+        label = built[name].name if name in built else name
+        res = summarise(label, [t for rd in rounds for t in rd["times"]], [t for rd in rounds for t in rd["tokens"]],
+                        {k: statistics.median(v) for k, v in stages.items()})
+        res["warmup_s"] = sum(rd["warmup_s"] for rd in rounds)
+        res["round_step_s"] = [statistics.median(rd["times"]) for rd in rounds]
+        results.append(res)
     ours = [r for r in results if r["trainer"].startswith("uniopd_mm")]
     lines = [f"Tiny text student {args.student.name} / teacher {args.teacher.name}; {args.prompts} prompts x {args.n} "
-             f"samples per step, at most {args.max_new_tokens} new tokens, temperature 1; median of {args.steps} steps "
-             f"after {args.warmup}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPU "
+             f"samples per step, at most {args.max_new_tokens} new tokens, temperature 1; {args.rounds} interleaved "
+             f"rounds of {args.steps} timed steps per trainer (after {args.warmup} untimed), median over all; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPU "
              f"cores, {time.strftime('%Y-%m-%d')}.", "",
              "| trainer | step s | response tokens / step | tokens / s |" + "".join(f" {o['trainer']} / this |" for o in ours),
              "|---|---|---|---|" + "---|" * len(ours)]
@@ -236,6 +274,10 @@ def main(argv=None) -> dict:
         ratios = "".join(f" {o['tokens_per_s'] / r['tokens_per_s']:.2f}x |" for o in ours)
         lines.append(f"| {r['trainer']} | {r['step_s']:.3f} | {r['tokens_per_step']:.0f} | {r['tokens_per_s']:.0f} |"
                      f"{ratios}")
+    lines += ["", "Median step seconds per round (the spread is the machine's):", "",
+              "| trainer |" + "".join(f" round {i + 1} |" for i in range(args.rounds)),
+              "|---|" + "---|" * args.rounds]
+    lines += [f"| {r['trainer']} |" + "".join(f" {x:.3f} |" for x in r["round_step_s"]) for r in results]
     for o in ours:
         lines += ["", f"{o['trainer']} by stage (median seconds): " + ", ".join(
             f"{k} {v:.3f}" for k, v in o["stages"].items() if v >= 0.0005)

@@ -17,9 +17,10 @@ import bench_step  # noqa: E402
 def test_bench_step_times_our_trainer_by_stage(tiny_dir, tmp_path):
     report = bench_step.main(["--out", str(tmp_path / "bs"), "--tiny", str(tiny_dir), "--trainers", "uniopd_mm",
                               "--steps", "2", "--warmup", "1", "--skip-memory", "--max-new-tokens", "8",
-                              "--prompts", "2", "--n", "2"])
+                              "--prompts", "2", "--n", "2", "--rounds", "2"])
     ours = report["results"][0]
-    assert ours["trainer"] == "uniopd_mm" and ours["steps"] == 2
+    # two interleaved rounds of two timed steps; the warm-up step only before the first
+    assert ours["trainer"] == "uniopd_mm" and ours["steps"] == 4 and len(ours["round_step_s"]) == 2
     assert 0 < ours["tokens_per_step"] <= 2 * 2 * 8 and ours["tokens_per_s"] > 0
     assert {"rollout", "teacher", "update"} <= set(ours["stages"])
     assert "| uniopd_mm |" in (tmp_path / "bs" / "report.md").read_text()
