@@ -230,12 +230,17 @@ def write_report(results, info, out: Path, args) -> list[str]:
     (out / "results.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps({"info": info, "budget": args.budget, "results": results}, indent=1))
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    for name, rs in by_row.items():
-        for ax, key in zip(axes, ("eval", "rkl", "inversion")):
-            pts = [p for p in rs[0]["curves"][key] if p[1] is not None]
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, marker="o" if key == "eval" else None,
-                        markersize=3)
+    styles = ("-", "--", ":", "-.")
+    for k, (name, rs) in enumerate(by_row.items()):
+        color = f"C{k % 10}"
+        # every seed: one colour per row, one line style per seed (solid = the first seed)
+        for j, r in enumerate(sorted(rs, key=lambda r: r["seed"])):
+            for ax, key in zip(axes, ("eval", "rkl", "inversion")):
+                pts = [p for p in r["curves"][key] if p[1] is not None]
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, linestyle=styles[j % len(styles)],
+                            label=name if j == 0 else None, marker="o" if key == "eval" else None, markersize=3,
+                            linewidth=1.2 if j == 0 else 0.9, alpha=1.0 if j == 0 else 0.7)
     for ax, title, xlabel in zip(axes, ("greedy test accuracy", "reverse KL (sampled tokens)", "pairwise inversion rate"),
                                  ("training seconds", "step", "step")):
         ax.set_title(title)
@@ -243,6 +248,9 @@ def write_report(results, info, out: Path, args) -> list[str]:
         ax.grid(alpha=0.3)
     axes[0].axhline(teacher, color="k", linestyle="--", linewidth=0.8, label="teacher")
     axes[0].legend(fontsize=7)
+    seeds = sorted({r["seed"] for r in results})
+    if len(seeds) > 1:
+        fig.suptitle("seeds " + ", ".join(f"{s} ({styles[j % len(styles)]})" for j, s in enumerate(seeds)), fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=100)
     plt.close(fig)
