@@ -131,8 +131,9 @@ def test_distribution_losses_run(tiny_dir, synth_dir, tmp_path, loss):
 
 @pytest.mark.parametrize("student, family, stage", [("qwen3-student", "text", 3), ("qwen2_vl-student", "qwen2_vl", 2)])
 def test_two_process_deepspeed(tiny_dir, synth_dir, tmp_path, student, family, stage):
-    """`deepspeed --num_gpus 2 scripts/train_mm.py` on the CPU: ZeRO-3 (text student) and ZeRO-2 (VL
-    student on mixed image/video/text prompts), gloo, prompts sharded."""
+    """`deepspeed --num_gpus 2 scripts/train_mm.py` on the CPU: ZeRO-3 (text student, with the static
+    decoder and shared prompts) and ZeRO-2 (VL student on mixed image/video/text prompts), gloo,
+    prompts sharded."""
     out = tmp_path / "ds"
     cfg = tmp_path / "cfg.yaml"
     import yaml
@@ -143,6 +144,9 @@ def test_two_process_deepspeed(tiny_dir, synth_dir, tmp_path, student, family, s
 
     d = asdict(c)
     d["train"].update(engine="deepspeed", zero_stage=stage, steps=2, save_every=0)
+    if family == "text":  # the fast text settings under ZeRO-3 on two processes
+        d["rollout"]["decoder"] = "static"
+        d["train"]["share_prompts"] = d["teacher"]["share_prompts"] = True
     cfg.write_text(yaml.safe_dump(d))
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(29617 + stage),
            str(ROOT / "scripts" / "train_mm.py"), "--config", str(cfg)]
@@ -152,6 +156,8 @@ def test_two_process_deepspeed(tiny_dir, synth_dir, tmp_path, student, family, s
     assert [r["step"] for r in rows] == [1, 2]
     assert all(r["train/grad_norm"] is not None and r["train/grad_norm"] > 0 for r in rows)
     assert all(r["teacher/failed"] == 0.0 for r in rows)
+    # the rollout's log-probs (the static decoder's, for text) agree with the ZeRO engine's recomputation
+    assert all(r["rollout/logprob_mismatch"] < 1e-4 for r in rows)
     state = json.loads((out / "checkpoints" / "step_000002" / "trainer_state.json").read_text())
     assert state["world_size"] == 2
     assert (out / "checkpoints" / "step_000002" / "hf" / "config.json").exists()
