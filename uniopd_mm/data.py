@@ -142,6 +142,22 @@ class RejectLog:
     def total(self) -> int:
         return sum(self.counts.values())
 
+
+class RejectOnce:
+    """``on_error`` of an evaluation: a test record whose prompt failed to build is written to ``log``
+    the first time (or raised, with ``strict``) and scored wrong at every evaluation."""
+
+    def __init__(self, log: RejectLog, strict: bool = False):
+        self.log, self.strict, self.seen = log, strict, set()
+
+    def __call__(self, err: DataError) -> None:
+        if err.record_id in self.seen:
+            return
+        self.seen.add(err.record_id)
+        if self.strict:
+            raise err
+        self.log.add(err)
+
     def metrics(self, prefix: str = "data/rejected") -> dict[str, float]:
         out = {f"{prefix}": float(self.total)}
         out.update({f"{prefix}_{k}": float(v) for k, v in sorted(self.counts.items())})

@@ -18,7 +18,7 @@ import torch
 from . import checkpoint as ckpt
 from .algo.loss import aggregate
 from .config import Config
-from .data import DataError, PromptSampler, RejectLog, Sample, load_jsonl, rank_file
+from .data import DataError, PromptSampler, RejectLog, RejectOnce, Sample, load_jsonl, rank_file
 from .evaluate import evaluate
 from .metrics import MetricsLogger
 from .models import load_model, load_processor, response_logprobs
@@ -79,8 +79,11 @@ def run_sft(cfg: Config) -> dict:
     if logger is not None:
         logger.truncate_after(start if found is not None else -1)
     rollout = make_rollout_engine("hf", model=engine.module, processor=proc, batch_size=cfg.rollout.batch_size)
-    tests = load_jsonl(cfg.data.test_path, cfg.data.strict, RejectLog(out / "rejects_test.jsonl" if main else None),
+    # test records: load-time rejects by rank 0, prompt-time ones by each rank (its shard), once each
+    test_rejects = RejectLog(rank_file(out / "rejects_test.jsonl", engine.rank))
+    tests = load_jsonl(cfg.data.test_path, cfg.data.strict, test_rejects if main else RejectLog(None),
                        cfg.data.verify_media)[: cfg.train.eval_samples] if cfg.data.test_path and cfg.train.eval_every else []
+    reject_test_record = RejectOnce(test_rejects, cfg.data.strict)
     from tqdm import tqdm
 
     t0 = time.time()
@@ -120,7 +123,7 @@ def run_sft(cfg: Config) -> dict:
         if cfg.train.eval_every and (step % cfg.train.eval_every == 0 or out_of_time) and tests:
             with engine.rollout_context():
                 metrics.update(evaluate(rollout, proc, tests, cfg.rollout.max_new_tokens, engine.all_reduce,
-                                        engine.rank, engine.world_size))
+                                        engine.rank, engine.world_size, on_error=reject_test_record))
         metrics["time/elapsed"] = time.time() - t0
         if logger is not None:
             logger.log(step, metrics)

@@ -27,7 +27,7 @@ from .algo.balance import online_balance_keep
 from .algo.margin import greedy_margin_mask, margin_shift, order_consistency, trajectory_returns
 from .algo.opd import logratio_mask, opd_advantages, teacher_failure_mask
 from .config import Config, ConfigError
-from .data import DataError, MixtureSampler, PromptSampler, RejectLog, load_jsonl, rank_file
+from .data import DataError, MixtureSampler, PromptSampler, RejectLog, RejectOnce, load_jsonl, rank_file
 from .evaluate import evaluate
 from .metrics import MetricsLogger, Timer
 from .models import load_model, load_processor, response_logprobs
@@ -85,6 +85,7 @@ class Trainer:
             if self.test_rejects.total and self.is_main:
                 print(f"{self.test_rejects.total} test records rejected: see {self.test_rejects.path}")
             self.test_samples = self.test_samples[: cfg.train.eval_samples]
+            self.reject_test_record = RejectOnce(self.test_rejects, cfg.data.strict)
         self.student_proc = load_processor(cfg.student)
         self.suppressed = self.student_proc.suppressed_token_ids
         # teachers are loaded once; each prompt is scored by exactly one of them
@@ -101,7 +102,6 @@ class Trainer:
                                                decoder=cfg.rollout.decoder, compile_decoder=cfg.rollout.compile_decoder)
         self.prompt_cache: dict = {}
         self.bad_ids: set[str] = set()
-        self.bad_test_ids: set[str] = set()
         self.step = 0
         self.logger = None
         if self.is_main:
@@ -548,14 +548,6 @@ class Trainer:
             return evaluate(self.rollout, self.student_proc, self.test_samples, self.cfg.rollout.max_new_tokens,
                             all_reduce=self.engine.all_reduce, rank=self.rank, world_size=self.world,
                             on_error=self.reject_test_record)
-
-    def reject_test_record(self, err: DataError) -> None:
-        """A test record whose prompt failed to build: written once, scored wrong at every evaluation."""
-        if err.record_id not in self.bad_test_ids:
-            self.bad_test_ids.add(err.record_id)
-            if self.cfg.data.strict:
-                raise err
-            self.test_rejects.add(err)
 
     def save_checkpoint(self) -> Path:
         state = {"step": self.step, "sampler": self.sampler.state(), "bad_ids": sorted(self.bad_ids),

@@ -123,3 +123,20 @@ def test_bad_test_records_are_written_and_scored_wrong(tiny_dir, dirty_data, tmp
     assert sorted(r["error"] for r in rejects) == sorted([cls for _, cls in BAD] + ["PromptTooLong"] * 2 + ["CorruptImage"])
     rows = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [0, 1] and [r["eval/rejected"] for r in rows] == [3.0, 3.0]
+
+
+def test_sft_records_bad_test_records_once(tiny_dir, dirty_data, tmp_path):
+    from uniopd_mm.sft import run_sft
+
+    out = tmp_path / "sft_eval"
+    cfg = _config(tiny_dir, dirty_data, out, "train.eval_every=1", "train.steps=2",
+                  f"data.test_path={dirty_data / 'train.jsonl'}")
+    (dirty_data / "later.png").write_bytes(b"not a png any more")  # bad before loading: a load-time reject here
+    run_sft(cfg)
+    rejects = [json.loads(line) for line in (out / "rejects_test.jsonl").read_text().splitlines()]
+    # the 7 bad and the corrupted image at load, then at the first evaluation the 2 long prompts; once each
+    # although two evaluations ran (before, SFT scored them wrong without writing them anywhere)
+    assert sorted(r["error"] for r in rejects) == sorted([cls for _, cls in BAD] + ["PromptTooLong"] * 2 + ["CorruptImage"])
+    assert sum(r["error"] == "PromptTooLong" for r in rejects) == 2
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["eval/rejected"] for r in rows if "eval/rejected" in r] == [2.0, 2.0]
