@@ -185,3 +185,28 @@ def test_deepspeed_zero3_step_sharing_prompts_matches_torch(tiny_dir, text_batch
     assert len(shared_calls) == 2  # both DeepSpeed micro-batches took the shared path
     assert ds["train/loss"] == pytest.approx(ref["train/loss"], rel=1e-5)
     assert ds["train/grad_norm"] == pytest.approx(ref["train/grad_norm"], rel=1e-4)
+
+
+def test_lora_student_shares_prompts(tiny_dir, synth_dir, tmp_path, monkeypatch):
+    """A PEFT-wrapped student: the cache argument is named after the inner model's forward."""
+    import warnings
+
+    from conftest import tiny_config
+
+    from uniopd_mm import models
+    from uniopd_mm.metrics import read_metrics
+    from uniopd_mm.trainer import Trainer
+
+    shared_calls = []
+    real = models.forward_sharing_prompts
+    monkeypatch.setattr(models, "forward_sharing_prompts", lambda *a, **k: shared_calls.append(1) or real(*a, **k))
+    cfg = tiny_config(tiny_dir, synth_dir, tmp_path / "lora", student="qwen3-student", teacher="qwen3-teacher",
+                      family="text", overrides=["train.steps=1", "train.lora.enabled=true", "train.share_prompts=true",
+                                                "rollout.reuse_logprobs=false"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Trainer(cfg).train()
+    assert shared_calls  # pi_old and the update took the shared path
+    assert not [w for w in caught if "past_key_values" in str(w.message)]  # the inner model's name: `cache`
+    row = read_metrics(tmp_path / "lora" / "metrics.jsonl")[0]
+    assert row["rollout/logprob_mismatch"] < 1e-4 and row["train/grad_norm"] > 0

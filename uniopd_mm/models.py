@@ -105,12 +105,17 @@ def response_logits(model, batch: dict, share_prompts: bool = False):
     return model(**to_device(model_inputs(batch), model), logits_to_keep=t + 1, use_cache=False).logits[:, :-1]
 
 
+def hf_model(model):
+    """The Hugging Face model inside a DeepSpeed engine (``.module``) and a PEFT wrapper (``get_base_model``)."""
+    model = getattr(model, "module", model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def cache_kwarg(model) -> str:
     """The name a model's forward gives its KV cache: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
     import inspect
 
-    forward = getattr(getattr(model, "module", model), "forward")
-    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(hf_model(model).forward).parameters else "past_key_values"
 
 
 def prompt_groups(batch: dict, model) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -123,7 +128,7 @@ def prompt_groups(batch: dict, model) -> tuple[torch.Tensor, torch.Tensor] | Non
 
     if set(batch) & (set(MODEL_INPUT_KEYS) - {"input_ids", "attention_mask"}):
         return None
-    module = getattr(model, "module", model)
+    module = hf_model(model)
     checkpointing = getattr(module, "is_activation_checkpointing", None)  # transformers >= 5.2x
     if checkpointing is None:
         checkpointing = getattr(module, "is_gradient_checkpointing", False)
