@@ -30,8 +30,9 @@ def test_prompt_groups_by_hand(text_batch):
     # every row points at a row with its own prompt; each group's first row is its representative
     assert [rows[int(first[g])] for g in inverse] == rows
     assert sorted(first.tolist()) == [0, 2, 5]
-    single = {k: v[[0, 2, 5]] for k, v in batch.items()}  # no prompt repeats: nothing to share
-    assert prompt_groups(single, None) is None
+    single = {k: v[[0, 2, 5]] for k, v in batch.items()}  # no prompt repeats: groups of one (same forwards)
+    first, inverse = prompt_groups(single, None)
+    assert sorted(first.tolist()) == [0, 1, 2] and sorted(inverse.tolist()) == [0, 1, 2]
     visual = {**batch, "pixel_values": torch.zeros(1)}  # visual inputs keep the full forward
     assert prompt_groups(visual, None) is None
 

@@ -147,6 +147,9 @@ def test_two_process_deepspeed(tiny_dir, synth_dir, tmp_path, student, family, s
     if family == "text":  # the fast text settings under ZeRO-3 on two processes
         d["rollout"]["decoder"] = "static"
         d["train"]["share_prompts"] = d["teacher"]["share_prompts"] = True
+        # 5 prompts x 2 samples: rank 0 has 6 rows (micro-batches of 4 and 2), rank 1 has 4 rows and a
+        # padded 1-row micro-batch without a repeated prompt; both must run the same forwards
+        d["train"].update(prompts_per_step=5, micro_batch_size=4, collective_timeout_s=60)
     cfg.write_text(yaml.safe_dump(d))
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(29617 + stage),
            str(ROOT / "scripts" / "train_mm.py"), "--config", str(cfg)]

@@ -120,9 +120,13 @@ def cache_kwarg(model) -> str:
 
 def prompt_groups(batch: dict, model) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(one row of each distinct prompt [U], each row's prompt among them [B]) of a training-layout
-    batch whose rows repeat prompts (a rollout group's samples); None when no prompt repeats, for
-    batches with visual inputs (M-RoPE positions and visual features stay with the full forward), and
-    for a model training under gradient checkpointing (which drops the KV cache this needs).
+    batch (rows that repeat a prompt are a rollout group's samples); None for batches with visual
+    inputs (M-RoPE positions and visual features stay with the full forward) and for a model training
+    under gradient checkpointing (which drops the KV cache this needs).
+
+    NOTE: a batch in which no prompt repeats (U == B) still gets its groups, so it takes the same two
+    forwards as every other: under ZeRO-3 on several processes each rank must run the same sequence of
+    forwards (a rank's padded one-row micro-batch would otherwise run one while the others run two).
     """
     from processors.base import MODEL_INPUT_KEYS
 
@@ -137,8 +141,6 @@ def prompt_groups(batch: dict, model) -> tuple[torch.Tensor, torch.Tensor] | Non
     w = batch["input_ids"].shape[1] - batch["responses"].shape[1]
     key = torch.cat([batch["input_ids"][:, :w], batch["attention_mask"][:, :w]], 1)
     uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
-    if len(uniq) == len(key):
-        return None
     rows = torch.arange(len(key))
     first = torch.full((len(uniq),), len(key)).scatter_reduce(0, inverse, rows, "amin")
     return first, inverse
