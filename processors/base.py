@@ -179,6 +179,13 @@ def collate(prompts: list[PromptInputs], responses: list[list[int]] | None, pad_
         parts = [p.features[key] for p in prompts if key in p.features]
         if parts:
             batch[key] = torch.cat(parts, dim=0)
+    if responses is not None and any(p.features for p in prompts):
+        # training layout, for models.forward_sharing_prompts: each row's share of the concatenated visual
+        # tensors, and which rows hold the same prompt object (equal tokens may be other images)
+        batch["row_sizes"] = {key: torch.tensor([len(p.features[key]) if key in p.features else 0 for p in prompts])
+                              for key in CONCAT_KEYS if key in batch}
+        first_row: dict[int, int] = {}
+        batch["prompt_group"] = torch.tensor([first_row.setdefault(id(p), i) for i, p in enumerate(prompts)])
     return batch
 
 

@@ -37,3 +37,16 @@ def test_bench_gpu_pipeline_at_tiny_size_on_cpu(tiny_dir, tmp_path):
 def test_bench_gpu_refuses_real_size_without_cuda(tmp_path):
     with pytest.raises(SystemExit, match="no CUDA device"):
         bench_gpu.main(["--out", str(tmp_path / "x")])
+
+
+def test_bench_shared_prompts_at_tiny_size(tiny_dir, tmp_path):
+    import bench_shared_prompts
+
+    results = bench_shared_prompts.main(["--out", str(tmp_path / "sp"), "--tiny", str(tiny_dir), "--prompts", "2",
+                                         "--n", "2", "--reps", "1"])
+    assert [r["pair"] for r in results] == ["text", "qwen2_vl"]
+    for r in results:
+        assert r["batch"][0] == 4  # 2 prompts x 2 samples
+        for what in ("student forward + backward", "teacher scoring"):
+            assert r[what]["full_s"] > 0 and r[what]["shared_s"] > 0
+    assert "| qwen2_vl |" in (tmp_path / "sp" / "report.md").read_text()

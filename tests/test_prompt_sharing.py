@@ -33,8 +33,8 @@ def test_prompt_groups_by_hand(text_batch):
     single = {k: v[[0, 2, 5]] for k, v in batch.items()}  # no prompt repeats: groups of one (same forwards)
     first, inverse = prompt_groups(single, None)
     assert sorted(first.tolist()) == [0, 1, 2] and sorted(inverse.tolist()) == [0, 1, 2]
-    visual = {**batch, "pixel_values": torch.zeros(1)}  # visual inputs keep the full forward
-    assert prompt_groups(visual, None) is None
+    # visual inputs without a Qwen-VL model (or without collate's prompt_group) keep the full forward
+    assert prompt_groups({**batch, "pixel_values": torch.zeros(1)}, None) is None
 
 
 @pytest.mark.parametrize("model_name", ["qwen3-student", "qwen3-teacher"])
@@ -211,3 +211,85 @@ def test_lora_student_shares_prompts(tiny_dir, synth_dir, tmp_path, monkeypatch)
     assert not [w for w in caught if "past_key_values" in str(w.message)]  # the inner model's name: `cache`
     row = read_metrics(tmp_path / "lora" / "metrics.jsonl")[0]
     assert row["rollout/logprob_mismatch"] < 1e-4 and row["train/grad_norm"] > 0
+
+
+def _vl_batch(tiny_dir, synth_samples, tiny_processor_options, family, rows, modalities=("image", "video", "text")):
+    from dataclasses import asdict
+
+    from transformers import AutoModelForImageTextToText
+
+    from processors import make_processor
+
+    path = tiny_dir / f"{family}-student"
+    proc = make_processor(family, str(path), options=asdict(tiny_processor_options))
+    picked = [s for m in modalities for s in [x for x in synth_samples if x.modality == m][:2]]
+    prompts = [proc.encode_prompt(s) for s in picked]
+    allowed = [i for i in range(5, 300) if i not in set(proc.suppressed_token_ids)]
+    gen = torch.Generator().manual_seed(0)
+    responses = [[allowed[j] for j in torch.randint(0, len(allowed), (int(n),), generator=gen).tolist()]
+                 for n in torch.randint(1, 9, (len(rows),), generator=gen)]
+    batch = proc.training_batch([prompts[i] for i in rows], responses)
+    return AutoModelForImageTextToText.from_pretrained(path), batch, prompts
+
+
+def _assert_shared_equals_full(model, batch):
+    mask = batch["response_mask"].bool()
+    outs, grads = [], []
+    model.train()
+    for share in (False, True):
+        model.zero_grad()
+        logits = response_logits(model, batch, share_prompts=share)
+        (logits.float().log_softmax(-1).gather(-1, batch["responses"][..., None])[..., 0] * mask).sum().backward()
+        outs.append(logits.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert (outs[0] - outs[1])[mask].abs().max() < 1e-4
+    assert grads[0].keys() == grads[1].keys() and any("visual" in n for n in grads[1])  # the vision tower learns too
+    assert max((grads[0][n] - grads[1][n]).abs().max().item() for n in grads[0]) < 1e-4
+    model.eval()
+    with torch.no_grad():
+        full = score_response_tokens(model, batch)["logprobs"]
+        shared = score_response_tokens(model, batch, share_prompts=True)["logprobs"]
+    assert (full - shared)[mask].abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_shared_prompts_with_images_and_videos_equal_the_full_forward(tiny_dir, synth_samples,
+                                                                     tiny_processor_options, family):
+    # rows: 2 images, 2 videos, 2 text prompts, in groups of 1 to 3 samples (M-RoPE positions, the
+    # visual tensors of each group's first row, left padding)
+    rows = [0, 0, 1, 2, 2, 2, 3, 4, 5, 5]
+    model, batch, _ = _vl_batch(tiny_dir, synth_samples, tiny_processor_options, family, rows)
+    first, inverse = prompt_groups(batch, model)
+    assert len(first) == 6 and [rows[int(first[g])] for g in inverse] == rows
+    _assert_shared_equals_full(model, batch)
+
+
+def test_equal_tokens_with_other_pixels_are_not_shared(tiny_dir, synth_samples, tiny_processor_options):
+    import copy
+
+    model, _, prompts = _vl_batch(tiny_dir, synth_samples, tiny_processor_options, "qwen2_vl", [0])
+    other = copy.copy(prompts[0])  # the same tokens, another image
+    other.features = {**prompts[0].features, "pixel_values": prompts[0].features["pixel_values"].flip(0)}
+    from processors import make_processor
+
+    proc = make_processor("qwen2_vl", str(tiny_dir / "qwen2_vl-student"))
+    a, b, c = proc.tokenizer("red blue green", add_special_tokens=False)["input_ids"][:3]
+    batch = proc.training_batch([prompts[0], prompts[0], other, other], [[a, b], [c], [a, b], [c, b, a]])
+    first, inverse = prompt_groups(batch, model)
+    assert inverse.tolist()[:2] == [inverse[0]] * 2 and inverse[2] != inverse[0] and len(first) == 2
+    _assert_shared_equals_full(model, batch)
+
+
+def test_text_prompts_on_a_vl_model_after_a_visual_forward(tiny_dir, synth_samples, tiny_processor_options):
+    """A VL model keeps the M-RoPE offsets of its last visual forward (rope_deltas); a text-only batch
+    shared afterwards must still get the full forward's positions."""
+    model, visual, _ = _vl_batch(tiny_dir, synth_samples, tiny_processor_options, "qwen2_vl", [0, 0, 1])
+    with torch.no_grad():
+        response_logits(model, visual)
+    _, text, _ = _vl_batch(tiny_dir, synth_samples, tiny_processor_options, "qwen2_vl", [0, 0, 1, 1],
+                           modalities=("text",))
+    assert "pixel_values" not in text
+    mask = text["response_mask"].bool()
+    with torch.no_grad():
+        full, shared = response_logits(model, text), response_logits(model, text, share_prompts=True)
+    assert (full - shared)[mask].abs().max() < 1e-4

@@ -118,11 +118,22 @@ def cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(hf_model(model).forward).parameters else "past_key_values"
 
 
+def mrope_module(model):
+    """The module of a Qwen-VL model that computes its M-RoPE positions (``compute_3d_position_ids``),
+    or None (a text LM, or a transformers without that method)."""
+    inner = hf_model(model)
+    for m in (inner, getattr(inner, "model", None)):
+        if m is not None and hasattr(m, "compute_3d_position_ids") and hasattr(m, "get_rope_index"):
+            return m
+    return None
+
+
 def prompt_groups(batch: dict, model) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(one row of each distinct prompt [U], each row's prompt among them [B]) of a training-layout
-    batch (rows that repeat a prompt are a rollout group's samples); None for batches with visual
-    inputs (M-RoPE positions and visual features stay with the full forward) and for a model training
-    under gradient checkpointing (which drops the KV cache this needs).
+    batch (rows that repeat a prompt are a rollout group's samples); None for a model training under
+    gradient checkpointing (which drops the KV cache this needs), and for a batch with visual inputs
+    unless the model is a Qwen-VL (M-RoPE positions computed by the model itself) and the batch says
+    which rows share a prompt object (``processors.collate``: equal tokens may hold other images).
 
     NOTE: a batch in which no prompt repeats (U == B) still gets its groups, so it takes the same two
     forwards as every other: under ZeRO-3 on several processes each rank must run the same sequence of
@@ -130,8 +141,6 @@ def prompt_groups(batch: dict, model) -> tuple[torch.Tensor, torch.Tensor] | Non
     """
     from processors.base import MODEL_INPUT_KEYS
 
-    if set(batch) & (set(MODEL_INPUT_KEYS) - {"input_ids", "attention_mask"}):
-        return None
     module = hf_model(model)
     checkpointing = getattr(module, "is_activation_checkpointing", None)  # transformers >= 5.2x
     if checkpointing is None:
@@ -139,37 +148,75 @@ def prompt_groups(batch: dict, model) -> tuple[torch.Tensor, torch.Tensor] | Non
     if checkpointing and module.training and torch.is_grad_enabled():
         return None
     w = batch["input_ids"].shape[1] - batch["responses"].shape[1]
-    key = torch.cat([batch["input_ids"][:, :w], batch["attention_mask"][:, :w]], 1)
-    uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
-    rows = torch.arange(len(key))
-    first = torch.full((len(uniq),), len(key)).scatter_reduce(0, inverse, rows, "amin")
+    key = [batch["input_ids"][:, :w], batch["attention_mask"][:, :w]]
+    if set(batch) & (set(MODEL_INPUT_KEYS) - {"input_ids", "attention_mask", "mm_token_type_ids"}):
+        if "prompt_group" not in batch or "row_sizes" not in batch or model is None or mrope_module(model) is None:
+            return None
+        key.append(batch["prompt_group"][:, None])
+    uniq, inverse = torch.unique(torch.cat(key, 1), dim=0, return_inverse=True)
+    rows = torch.arange(len(inverse))
+    first = torch.full((len(uniq),), len(inverse)).scatter_reduce(0, inverse, rows, "amin")
     return first, inverse
+
+
+def mrope_positions(model, batch: dict) -> torch.Tensor | None:
+    """The full forward's position ids [3 or 4, B, L] of a Qwen-VL model (None for a text LM, whose
+    default positions already continue from the KV cache's length): the model's own M-RoPE positions
+    for visual batches, its default ``arange`` for text-only ones."""
+    import inspect
+
+    module = mrope_module(model)
+    if module is None:
+        return None
+    ids = batch["input_ids"]
+    if "image_grid_thw" not in batch and "video_grid_thw" not in batch:
+        return torch.arange(ids.shape[1], device=ids.device).view(1, 1, -1).expand(3, ids.shape[0], -1)
+    params = inspect.signature(module.compute_3d_position_ids).parameters
+    extra = {k: batch[k] for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts", "mm_token_type_ids")
+             if k in params and k in batch}
+    # inputs_embeds: only its shape and device are read on this path (no cache: get_rope_index)
+    embeds = torch.empty(ids.shape[0], ids.shape[1], 1, device=ids.device)
+    return module.compute_3d_position_ids(input_ids=ids, inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+                                          cache=None, **extra)
 
 
 def forward_sharing_prompts(model, batch: dict, first: torch.Tensor, inverse: torch.Tensor, call=None, **kwargs):
     """The forward of a training-layout batch with each distinct prompt computed once.
 
-    The prompts (rows ``first``, left-padded, width P) run with a KV cache; the cache is indexed out to
-    every row (``inverse``); the response columns then run on it with the whole [B, P+T] attention
-    mask. Positions continue from P as in the full forward, so the outputs equal the full forward's
-    (to float rounding). Gradients flow through the shared prompt states. Returns (the prompt forward's
-    output [U rows], the response forward's output [B rows]): the output at column P-1 (the prompt's
-    last) predicts the first response token, the response columns' outputs the rest.
+    The prompts (rows ``first``, left-padded, width P, with their visual inputs) run with a KV cache;
+    the cache is indexed out to every row (``inverse``); the response columns then run on it with the
+    whole [B, P+T] attention mask. Positions are the full forward's (a Qwen-VL's M-RoPE positions are
+    computed for the whole batch first and sliced), so the outputs equal the full forward's (to float
+    rounding). Gradients flow through the shared prompt states. Returns (the prompt forward's output
+    [U rows], the response forward's output [B rows]): the output at column P-1 (the prompt's last)
+    predicts the first response token, the response columns' outputs the rest. ``call``: what runs
+    the forward (default ``model``; a compiled backbone).
     """
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    width = ids.shape[1] - batch["responses"].shape[1]
     call = call or model
     device = getattr(model, "device", None) or next(model.parameters()).device
+    batch = to_device(batch, model)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    width = ids.shape[1] - batch["responses"].shape[1]
     first, inverse = first.to(device), inverse.to(device)
-    ids, mask = ids.to(device), mask.to(device)
-    key = cache_kwarg(model)
-    last = call(input_ids=ids[first, :width], attention_mask=mask[first, :width], use_cache=True,
-                **({"logits_to_keep": 1} if "logits_to_keep" in kwargs else {}))
+    prompt = {"input_ids": ids[first, :width], "attention_mask": mask[first, :width]}
+    if "mm_token_type_ids" in batch:
+        prompt["mm_token_type_ids"] = batch["mm_token_type_ids"][first, :width]
+    for key, sizes in batch.get("row_sizes", {}).items():  # the visual tensors of the rows in `first`
+        ends = sizes.cumsum(0).tolist()
+        parts = [batch[key][ends[r] - int(sizes[r]): ends[r]] for r in first.tolist()]
+        prompt[key] = torch.cat(parts, 0)
+    positions = mrope_positions(model, batch)
+    response = {}
+    if positions is not None:
+        prompt["position_ids"] = positions[:, first, :width]
+        response["position_ids"] = positions[:, :, width:]
+    last = call(**prompt, use_cache=True, **({"logits_to_keep": 1} if "logits_to_keep" in kwargs else {}))
     cache = getattr(last, "cache", None) or getattr(last, "past_key_values", None)
     if cache is None or cache.get_seq_length() != width:
         raise RuntimeError("the prompt forward returned no KV cache to share (gradient checkpointing?)")
     cache.batch_select_indices(inverse)
-    resp = call(input_ids=ids[:, width:], attention_mask=mask, use_cache=True, **{key: cache}, **kwargs)
+    resp = call(input_ids=ids[:, width:], attention_mask=mask, use_cache=True, **{cache_kwarg(model): cache},
+                **response, **kwargs)
     return last, resp
 
 
