@@ -74,7 +74,16 @@ class Processor(ModalityProcessor):
             if len(set(fps)) > 1:
                 raise ValueError(f"videos of one prompt were sampled at different rates {fps}")
             kwargs["fps"] = float(fps[0])
-        return {"images": images, "videos": videos, "do_resize": False, **kwargs}
+        return {"images": images, "videos": videos, "do_resize": False, **kwargs, **self.no_frame_cap()}
+
+    def no_frame_cap(self) -> dict:
+        """``cap_pixels_per_frame=False`` where transformers' video processor has the option (5.2x).
+
+        NOTE: qwen-vl-utils has already sized the frames (``do_resize`` is off), so the per-frame pixel
+        cap changes nothing; saying so silences the warning transformers prints on every video.
+        """
+        video_processor = getattr(self.processor, "video_processor", None)
+        return {"cap_pixels_per_frame": False} if hasattr(video_processor, "cap_pixels_per_frame") else {}
 
     def encode_prompt(self, sample: Sample) -> PromptInputs:
         messages = self.messages_for(sample)

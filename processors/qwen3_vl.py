@@ -15,10 +15,5 @@ class Processor(qwen2_vl.Processor):
         if not videos:
             return {"images": images, "videos": None, "do_resize": False}
         frames, metadata = zip(*videos)
-        kwargs = {"images": images, "videos": list(frames), "video_metadata": list(metadata),
-                  "do_resize": False, **(video_kwargs or {})}
-        # NOTE: qwen-vl-utils has already sized the frames (do_resize False), so transformers' per-frame
-        # pixel cap changes nothing; saying so silences its warning where the option exists (5.2x)
-        if hasattr(getattr(self.processor, "video_processor", None), "cap_pixels_per_frame"):
-            kwargs["cap_pixels_per_frame"] = False
-        return kwargs
+        return {"images": images, "videos": list(frames), "video_metadata": list(metadata),
+                "do_resize": False, **(video_kwargs or {}), **self.no_frame_cap()}
