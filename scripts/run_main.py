@@ -94,14 +94,16 @@ def main(argv=None) -> dict:
 
     cfg = {"name": "main_uniopd_mm", "output_dir": str(opd), "seed": 0,
            "student": {"path": str(out / "student" / "final"), "family": "qwen2_vl", "processor": PIXELS},
-           "teacher": {"path": str(out / "teacher" / "final"), "family": "qwen2_vl", "processor": PIXELS},
+           "teacher": {"path": str(out / "teacher" / "final"), "family": "qwen2_vl", "processor": PIXELS,
+                       "share_prompts": True},
            "data": {"train_path": str(data / "train.jsonl"), "test_path": str(data / "test.jsonl")},
            "rollout": {"n": 4, "max_new_tokens": 24},
            "algo": {"preset": "uniopd_mm"},
            "train": {"engine": "deepspeed", "zero_stage": 2, "steps": args.steps, "prompts_per_step": 16,
                      "micro_batch_size": 64, "lr": 1e-3, "warmup_steps": 0, "weight_decay": 0.0,
                      "lr_schedule": "cosine", "min_lr_ratio": 0.1,
-                     "eval_every": max(1, args.steps // 6), "vision_lr_scale": 0.0, "save_every": 40}}
+                     "eval_every": max(1, args.steps // 6), "vision_lr_scale": 0.0, "save_every": 40,
+                     "share_prompts": True}}
     text = yaml.safe_dump(cfg) + "".join(f"# override: {o}\n" for o in args.overrides)
     if cfg_path.exists() and cfg_path.read_text() != text:
         log("   the Uni-OPD settings changed since the cached run: starting it again")
