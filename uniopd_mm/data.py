@@ -142,6 +142,11 @@ class RejectLog:
     def total(self) -> int:
         return sum(self.counts.values())
 
+    def metrics(self, prefix: str = "data/rejected") -> dict[str, float]:
+        out = {f"{prefix}": float(self.total)}
+        out.update({f"{prefix}_{k}": float(v) for k, v in sorted(self.counts.items())})
+        return out
+
 
 class RejectOnce:
     """``on_error`` of an evaluation: a test record whose prompt failed to build is written to ``log``
@@ -157,11 +162,6 @@ class RejectOnce:
         if self.strict:
             raise err
         self.log.add(err)
-
-    def metrics(self, prefix: str = "data/rejected") -> dict[str, float]:
-        out = {f"{prefix}": float(self.total)}
-        out.update({f"{prefix}_{k}": float(v) for k, v in sorted(self.counts.items())})
-        return out
 
 
 def rank_file(path: str | Path, rank: int) -> Path:
