@@ -87,6 +87,7 @@ def main(argv=None) -> dict:
     import torch
     import yaml
 
+    from uniopd_mm.metrics import write_report
     from uniopd_mm.synthetic import SyntheticSpec, generate
     from uniopd_mm.tiny import make_tiny_models
 
@@ -146,9 +147,7 @@ def main(argv=None) -> dict:
              f"new tokens, ZeRO-{args.zero_stage}; median over {len(timed)} steps; {report['date']}", "",
              "| stage | seconds |", "|---|---|"] + [f"| {k[5:]} | {v:.3f} |" for k, v in med.items()] + [
              "", f"response tokens / step {report['tokens_per_step']:.0f}; tokens/s {report['tokens_per_s']:.1f}"]
-    (args.out / "report.md").write_text("\n".join(lines) + "\n")
-    (args.out / "report.json").write_text(json.dumps(report, indent=1))
-    print("\n".join(lines))
+    write_report(args.out, lines, report)
     return report
 
 

@@ -12,7 +12,6 @@ that are never sampled left out). Prints a table and writes report.md / report.j
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -84,6 +83,7 @@ def main(argv=None) -> list[dict]:
     import torch
 
     from uniopd_mm.data import load_jsonl
+    from uniopd_mm.metrics import write_report
     from uniopd_mm.synthetic import SyntheticSpec, generate
     from uniopd_mm.tiny import make_tiny_models
 
@@ -105,9 +105,7 @@ def main(argv=None) -> list[dict]:
             full, shared = r[what]["full_s"], r[what]["shared_s"]
             lines.append(f"| {r['pair']} | {r['batch']} | {r['response_width']} | {what} | {full:.3f} | {shared:.3f} | "
                          f"{full / shared:.2f}x |")
-    (args.out / "report.md").write_text("\n".join(lines) + "\n")
-    (args.out / "report.json").write_text(json.dumps(results, indent=1))
-    print("\n".join(lines))
+    write_report(args.out, lines, results)
     return results
 
 

@@ -31,7 +31,6 @@ stage timings (where the time goes) and the teacher-scoring memory table
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -218,6 +217,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     import torch
 
+    from uniopd_mm.metrics import write_report
     from uniopd_mm.synthetic import SyntheticSpec, generate
     from uniopd_mm.tiny import make_tiny_models
 
@@ -293,9 +293,7 @@ def main(argv=None) -> dict:
                   "same log-probs |", "|---|---|---|---|---|"]
         lines += [f"| {m['vocab']} | {m['naive']['peak_mb']:.0f} | {m['ours']['peak_mb']:.0f} | "
                   f"{m['naive']['peak_mb'] / max(m['ours']['peak_mb'], 1):.1f}x | {m['same']} |" for m in mem]
-    (args.out / "report.md").write_text("\n".join(lines) + "\n")
-    (args.out / "report.json").write_text(json.dumps(report, indent=1))
-    print("\n".join(lines))
+    write_report(args.out, lines, report)
     return report
 
 

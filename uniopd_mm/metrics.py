@@ -86,3 +86,12 @@ def read_metrics(path: str | Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return rows
+
+
+def write_report(out: Path, lines: list[str], data) -> None:
+    """A benchmark's report: the markdown ``lines`` to out/report.md, ``data`` to out/report.json, and
+    the lines printed."""
+    out = Path(out)
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    (out / "report.json").write_text(json.dumps(data, indent=1))
+    print("\n".join(lines))
