@@ -99,7 +99,7 @@ class TeacherConfig(ModelConfig):
     device: str | None = cfg(None, "where the teacher runs (None: cuda when available, else cpu)")
     offload_when_idle: bool = cfg(False, "move the teacher to CPU between its scoring calls")
     share_prompts: bool = cfg(False, "hf backend: run each distinct prompt once and share its KV cache across the "
-                                     "prompt's rollout.n samples (text prompts; see train.share_prompts)")
+                                     "prompt's rollout.n samples (see train.share_prompts)")
     compile: bool = cfg(False, "hf backend: torch.compile the teacher's backbone (fuses each layer's element-wise "
                                "ops; one-off compiles of ~20 s on a CPU for the tiny teacher, falls back to eager)")
     strip_response_prefix: str | None = cfg(
@@ -248,8 +248,8 @@ class TrainConfig:
     gradient_checkpointing: bool = cfg(False, "recompute activations in backward")
     share_prompts: bool = cfg(
         False, "run each distinct prompt once in the student's training forwards (update, pi_old, reference) and "
-        "share its KV cache across the prompt's rollout.n samples; text batches only (VL batches and gradient "
-        "checkpointing keep the full forward); equal to the full forward to float rounding")
+        "share its KV cache across the prompt's rollout.n samples; text LMs and Qwen2-VL / 2.5-VL / 3-VL (their "
+        "M-RoPE positions); under gradient checkpointing the full forward; equal to it to float rounding")
     logprob_chunk: int = cfg(1024, "rows of [B*T, V] upcast to float32 at a time in log-prob computations", range=(1, None))
     lora: LoraConfig = cfg(help="LoRA adapters", factory=LoraConfig)
     save_every: int = cfg(0, "checkpoint every N steps (0: only at the end)", range=(0, None))

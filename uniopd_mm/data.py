@@ -398,3 +398,13 @@ class MixtureSampler:
         self.calls = state["calls"]
         for s, st in zip(self.samplers, state["samplers"]):
             s.load_state(st)
+
+
+def load_test_records(data, out: str | Path, rank: int, limit: int) -> tuple[list[Sample], RejectOnce]:
+    """The first ``limit`` records of ``data.test_path`` (a DataConfig) and the ``on_error`` for their
+    evaluations. Every rank reads the whole file; rank 0 writes its load-time rejects to
+    ``<out>/rejects_test.jsonl``, each rank the records whose prompt fails to build in its shard
+    (``rank_file``), once each."""
+    log = RejectLog(rank_file(Path(out) / "rejects_test.jsonl", rank))
+    samples = load_jsonl(data.test_path, data.strict, log if rank == 0 else RejectLog(None), data.verify_media)
+    return samples[:limit], RejectOnce(log, data.strict)

@@ -193,11 +193,10 @@ def forward_sharing_prompts(model, batch: dict, first: torch.Tensor, inverse: to
     the forward (default ``model``; a compiled backbone).
     """
     call = call or model
-    device = getattr(model, "device", None) or next(model.parameters()).device
     batch = to_device(batch, model)
     ids, mask = batch["input_ids"], batch["attention_mask"]
     width = ids.shape[1] - batch["responses"].shape[1]
-    first, inverse = first.to(device), inverse.to(device)
+    first, inverse = first.to(ids.device), inverse.to(ids.device)
     prompt = {"input_ids": ids[first, :width], "attention_mask": mask[first, :width]}
     if "mm_token_type_ids" in batch:
         prompt["mm_token_type_ids"] = batch["mm_token_type_ids"][first, :width]

@@ -18,7 +18,7 @@ import torch
 from . import checkpoint as ckpt
 from .algo.loss import aggregate
 from .config import Config
-from .data import DataError, PromptSampler, RejectLog, RejectOnce, Sample, load_jsonl, rank_file
+from .data import DataError, PromptSampler, RejectLog, Sample, load_jsonl, load_test_records, rank_file
 from .evaluate import evaluate
 from .metrics import MetricsLogger
 from .models import load_model, load_processor, response_logprobs
@@ -79,11 +79,8 @@ def run_sft(cfg: Config) -> dict:
     if logger is not None:
         logger.truncate_after(start if found is not None else -1)
     rollout = make_rollout_engine("hf", model=engine.module, processor=proc, batch_size=cfg.rollout.batch_size)
-    # test records: load-time rejects by rank 0, prompt-time ones by each rank (its shard), once each
-    test_rejects = RejectLog(rank_file(out / "rejects_test.jsonl", engine.rank))
-    tests = load_jsonl(cfg.data.test_path, cfg.data.strict, test_rejects if main else RejectLog(None),
-                       cfg.data.verify_media)[: cfg.train.eval_samples] if cfg.data.test_path and cfg.train.eval_every else []
-    reject_test_record = RejectOnce(test_rejects, cfg.data.strict)
+    tests, reject_test_record = load_test_records(cfg.data, out, engine.rank, cfg.train.eval_samples) \
+        if cfg.data.test_path and cfg.train.eval_every else ([], None)
     from tqdm import tqdm
 
     t0 = time.time()

@@ -27,7 +27,7 @@ from .algo.balance import online_balance_keep
 from .algo.margin import greedy_margin_mask, margin_shift, order_consistency, trajectory_returns
 from .algo.opd import logratio_mask, opd_advantages, teacher_failure_mask
 from .config import Config, ConfigError
-from .data import DataError, MixtureSampler, PromptSampler, RejectLog, RejectOnce, load_jsonl, rank_file
+from .data import DataError, MixtureSampler, PromptSampler, RejectLog, load_jsonl, load_test_records, rank_file
 from .evaluate import evaluate
 from .metrics import MetricsLogger, Timer
 from .models import load_model, load_processor, response_logprobs
@@ -77,15 +77,11 @@ class Trainer:
         self.test_samples = []
         if cfg.data.test_path and cfg.train.eval_every:
             # test records that fail to load, or whose prompt fails to build, go to rejects_test.jsonl
-            self.test_rejects = RejectLog(rank_file(self.out / "rejects_test.jsonl", self.rank))
-            # every rank reads the whole test file; rank 0 records its load-time rejects, each rank its own
-            # prompt-time ones (its shard)
-            self.test_samples = load_jsonl(cfg.data.test_path, cfg.data.strict,
-                                           self.test_rejects if self.is_main else RejectLog(None), cfg.data.verify_media)
-            if self.test_rejects.total and self.is_main:
-                print(f"{self.test_rejects.total} test records rejected: see {self.test_rejects.path}")
-            self.test_samples = self.test_samples[: cfg.train.eval_samples]
-            self.reject_test_record = RejectOnce(self.test_rejects, cfg.data.strict)
+            self.test_samples, self.reject_test_record = load_test_records(cfg.data, self.out, self.rank,
+                                                                           cfg.train.eval_samples)
+            log = self.reject_test_record.log
+            if log.total and self.is_main:
+                print(f"{log.total} test records rejected: see {log.path}")
         self.student_proc = load_processor(cfg.student)
         self.suppressed = self.student_proc.suppressed_token_ids
         # teachers are loaded once; each prompt is scored by exactly one of them

@@ -51,10 +51,10 @@ class HFTeacher(TeacherScorer):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.offload = offload_when_idle
         self.model.to("cpu" if offload_when_idle else self.device)
+        self.share_prompts = share_prompts
         # a compiled backbone fuses each layer's element-wise ops (norms, rotary, SiLU gate): -25% of the
         # tiny teacher's forward on a CPU; shapes vary per step, so dynamo's automatic dynamic shapes
         # recompile once, after the first new shape
-        self.share_prompts = share_prompts
         self.backbone = CompiledOrEager(base_and_head(model)[0], f"teacher {name}") if compile else None
 
     def encode(self, sample):
