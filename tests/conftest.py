@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from torch.overrides import TorchFunctionMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -148,3 +150,38 @@ def demo_server(tiny_dir, tmp_path_factory):
     log.close()
 
 
+# -- the algo tests' device (tests/algo) ------------------------------------------------------------
+# Every algo / loss test runs once per device: the CPU always, CUDA where present (each module says
+# ``pytestmark = pytest.mark.usefixtures("algo_device")``). The tensors a test file builds (``torch.tensor``,
+# ``randn``, ``zeros`` ... called from a file of tests/algo) are put on the device; tensors that
+# ``uniopd_mm.algo`` builds itself keep torch's default device (the CPU), as they do in a training run.
+# So a buffer that an algo function creates without taking the device from its inputs meets a CUDA
+# input and fails on the GPU run of these tests, as it would in training.
+ALGO_TESTS = str(Path(__file__).resolve().parent / "algo")
+FACTORIES = {torch.tensor, torch.as_tensor, torch.zeros, torch.ones, torch.full, torch.arange, torch.empty,
+             torch.randn, torch.rand, torch.randint, torch.randperm, torch.linspace, torch.eye}
+
+
+class TensorsOn(TorchFunctionMode):
+    """Factory calls made from a file of tests/algo land on ``device``; all other calls are untouched."""
+
+    def __init__(self, device: str):
+        super().__init__()
+        self.device = torch.device(device)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in FACTORIES and "device" not in kwargs and sys._getframe(1).f_code.co_filename.startswith(ALGO_TESTS):
+            if kwargs.get("generator") is not None:  # a CPU generator draws on the CPU; then move the result
+                return func(*args, **kwargs).to(self.device)
+            kwargs["device"] = self.device
+        return func(*args, **kwargs)
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def algo_device(request):
+    if request.param == "cpu":
+        yield "cpu"
+        return
+    with TensorsOn(request.param):
+        yield request.param

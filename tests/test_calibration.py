@@ -35,6 +35,7 @@ class _Dist:
 
     def __init__(self, rank, world):
         self.rank, self.world_size = rank, world
+        self.comm_device = torch.device("cpu")  # gloo
 
 
 def _bare_trainer(cfg, engine, rank=0, world=1):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,6 +162,32 @@ class RejectOnce:
         if self.strict:
             raise err
         self.log.add(err)
+
+
+class PromptCache:
+    """Encoded prompts (with their pixel tensors) by ``Sample.key``, at most ``limit`` of them: the
+    least recently used goes first, so memory stays bounded on a long run over a large image set.
+    ``limit=0`` keeps none (every prompt is encoded when it is used)."""
+
+    def __init__(self, limit: int, encode):
+        if limit < 0:
+            raise ValueError(f"prompt cache limit must be >= 0, got {limit}")
+        self.limit, self.encode, self.entries = limit, encode, OrderedDict()
+
+    def __call__(self, sample):
+        key = sample.key
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            return self.entries[key]
+        value = self.encode(sample)
+        if self.limit:
+            self.entries[key] = value
+            if len(self.entries) > self.limit:
+                self.entries.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self.entries)
 
 
 def rank_file(path: str | Path, rank: int) -> Path:

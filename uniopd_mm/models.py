@@ -219,9 +219,14 @@ def forward_sharing_prompts(model, batch: dict, first: torch.Tensor, inverse: to
     return last, resp
 
 
+def model_device(model) -> torch.device:
+    """Where ``model`` computes (a DeepSpeed engine, a PEFT wrapper or a plain module)."""
+    return getattr(model, "device", None) or next(model.parameters()).device
+
+
 def to_device(batch: dict, model) -> dict:
     """Moves a batch's tensors to the model's device (a no-op on CPU)."""
-    device = getattr(model, "device", None) or next(model.parameters()).device
+    device = model_device(model)
     return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
 
 

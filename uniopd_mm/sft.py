@@ -18,12 +18,13 @@ import torch
 from . import checkpoint as ckpt
 from .algo.loss import aggregate
 from .config import Config
-from .data import DataError, PromptSampler, RejectLog, Sample, load_jsonl, load_test_records, rank_file
+from .data import DataError, PromptCache, PromptSampler, RejectLog, Sample, load_jsonl, load_test_records, rank_file
 from .evaluate import evaluate
 from .metrics import MetricsLogger
 from .models import load_model, load_processor, response_logprobs
 from .rollout import make_rollout_engine
 from .training import make_training_engine
+from .training.base import even_micro_batches
 
 
 def target_text(sample: Sample, path: str) -> tuple[Sample, str]:
@@ -63,7 +64,7 @@ def run_sft(cfg: Config) -> dict:
             if cfg.data.strict:
                 raise
             rejects.add(err)
-    cache: dict = {}
+    encode = PromptCache(cfg.train.prompt_cache, proc.encode_prompt)
     bad: set[str] = set()
     sampler = PromptSampler(len(examples), cfg.seed)
     train_seconds = 0.0  # summed step times (evaluation excluded), for train.time_budget_s
@@ -94,23 +95,25 @@ def run_sft(cfg: Config) -> dict:
             if s.key in bad:
                 continue
             try:
-                if s.key not in cache:
-                    cache[s.key] = proc.encode_prompt(s)
-                prompts.append(cache[s.key])
+                prompts.append(encode(s))
                 targets.append(ids)
             except DataError as err:  # rejected once, then skipped whenever it is drawn again
                 bad.add(s.key)
                 if cfg.data.strict:
                     raise
                 rejects.add(err)
-        mbs = cfg.train.micro_batch_size
-        chunks = [list(range(k, min(k + mbs, len(prompts)))) for k in range(0, len(prompts), mbs)]
+        if not prompts:
+            raise RuntimeError(f"rank {engine.rank}: every prompt of step {step} was rejected (see {rejects.path})")
+        chunks = even_micro_batches(len(prompts), cfg.train.micro_batch_size, engine)
         n_tok = engine.all_reduce(torch.tensor([float(sum(len(t) for t in targets))])).item()
 
         def nll(model, rows):
-            batch = proc.training_batch([prompts[r] for r in rows], [targets[r] for r in rows])
+            real = [r for r in rows if r >= 0]
+            take = real or [0]  # a padding micro-batch forwards row 0 and counts nothing
+            batch = proc.training_batch([prompts[r] for r in take], [targets[r] for r in take])
             lp = response_logprobs(model, batch, proc.suppressed_token_ids, 1.0, cfg.train.logprob_chunk)["logprobs"]
-            return aggregate(-lp, batch["response_mask"], "token_mean", n_tok / engine.world_size), {}
+            mask = batch["response_mask"].to(lp.device) * (1.0 if real else 0.0)
+            return aggregate(-lp, mask, "token_mean", n_tok / engine.world_size), {}
 
         t_step = time.time()
         metrics = engine.train_step(chunks, nll)

@@ -27,13 +27,14 @@ from .algo.balance import online_balance_keep
 from .algo.margin import greedy_margin_mask, margin_shift, order_consistency, trajectory_returns
 from .algo.opd import logratio_mask, opd_advantages, teacher_failure_mask
 from .config import Config, ConfigError
-from .data import DataError, MixtureSampler, PromptSampler, RejectLog, load_jsonl, load_test_records, rank_file
+from .data import DataError, MixtureSampler, PromptCache, PromptSampler, RejectLog, load_jsonl, load_test_records, rank_file
 from .evaluate import evaluate
 from .metrics import MetricsLogger, Timer
-from .models import load_model, load_processor, response_logprobs
+from .models import load_model, load_processor, model_device, response_logprobs
 from .rollout import SamplingParams, make_rollout_engine
 from .teacher import TeacherScores, make_teacher
 from .training import make_training_engine
+from .training.base import even_micro_batches
 from .verifiers import verify
 
 
@@ -88,7 +89,7 @@ class Trainer:
         self.teachers = {name: self.make_teacher(name, t) for name, t in cfg.teacher_registry.items()}
         self.ref_model = None
         if cfg.algo.kl_coef > 0:
-            self.ref_model = load_model(cfg.student, frozen=True)
+            self.ref_model = load_model(cfg.student, device=str(model_device(self.engine.module)), frozen=True)
         if cfg.rollout.backend == "vllm":
             self.rollout = make_rollout_engine("vllm", model_path=cfg.student.path, processor=self.student_proc,
                                                seed=cfg.seed * 1000 + self.rank, **cfg.rollout.vllm.engine_kwargs())
@@ -96,8 +97,8 @@ class Trainer:
             self.rollout = make_rollout_engine(cfg.rollout.backend, model=self.engine.module,
                                                processor=self.student_proc, batch_size=cfg.rollout.batch_size,
                                                decoder=cfg.rollout.decoder, compile_decoder=cfg.rollout.compile_decoder)
-        self.prompt_cache: dict = {}
-        self.bad_ids: set[str] = set()
+        self.encode = PromptCache(cfg.train.prompt_cache, self.student_proc.encode_prompt)
+        self.bad_keys: set[str] = set()  # Sample.key (file and line): ids repeat across the files of a mixture
         self.step = 0
         self.logger = None
         if self.is_main:
@@ -117,6 +118,7 @@ class Trainer:
         """One scorer per configured teacher: a local HF model, a local vLLM engine, or a server."""
         cfg = self.cfg
         common = dict(processor=load_processor(t), name=name, micro_batch_size=cfg.train.micro_batch_size,
+                      prompt_cache=cfg.train.prompt_cache,
                       student_tokenizer=self.student_proc.tokenizer, shared_vocab=t.shared_vocab,
                       strip_response_prefix=t.strip_response_prefix)
         if t.backend == "served":
@@ -153,13 +155,6 @@ class Trainer:
             raise sample.error(DataError, f"record routes to teacher {name!r}, not one of {names}")
         return name
 
-    def encode(self, sample):
-        if sample.key not in self.prompt_cache:
-            if len(self.prompt_cache) >= self.cfg.train.prompt_cache:
-                self.prompt_cache.pop(next(iter(self.prompt_cache)))
-            self.prompt_cache[sample.key] = self.student_proc.encode_prompt(sample)
-        return self.prompt_cache[sample.key]
-
     def next_prompts(self):
         """This rank's prompts of the next step; bad ones are rejected once and skipped."""
         idx = self.sampler.next(self.cfg.train.prompts_per_step)
@@ -167,13 +162,13 @@ class Trainer:
         samples, prompts, group_ids = [], [], []
         for pos in range(self.rank, len(idx), self.world):
             s = self.samples[idx[pos]]
-            if s.id in self.bad_ids:
+            if s.key in self.bad_keys:
                 continue
             try:
                 self.teacher_of(s)
                 prompts.append(self.encode(s))
             except DataError as err:
-                self.bad_ids.add(s.id)
+                self.bad_keys.add(s.key)
                 if self.cfg.data.strict:
                     raise
                 self.rejects.add(err)
@@ -183,14 +178,6 @@ class Trainer:
         return samples, prompts, group_ids
 
     # -- micro-batches ------------------------------------------------------------------------
-    def micro_batches(self, n: int) -> list[list[int]]:
-        """Row indices of each micro-batch; every rank gets the same count (ZeRO needs it)."""
-        mbs = self.cfg.train.micro_batch_size
-        chunks = [list(range(i, min(i + mbs, n))) for i in range(0, n, mbs)]
-        count = int(self.engine.all_reduce(torch.tensor([len(chunks)]), "max").item())
-        # NOTE: a rank with fewer rows runs dummy micro-batches ([-1]: row 0 with an all-zero mask).
-        return chunks + [[-1]] * (count - len(chunks))
-
     def check_zero3_visuals(self, prompts) -> None:
         """Fails fast instead of hanging: under ZeRO-3 on several processes every rank must run the
         vision tower in the same forward passes (its partitioned weights are gathered collectively),
@@ -242,7 +229,7 @@ class Trainer:
         response_mask = pad_rows([[1.0] * len(r) for r in responses])
         old = torch.zeros_like(response_mask)
         ref = torch.zeros_like(response_mask) if self.ref_model is not None else None
-        chunks = self.micro_batches(n)
+        chunks = even_micro_batches(n, cfg.train.micro_batch_size, self.engine)
         reuse = cfg.rollout.reuse_logprobs
         if reuse:
             old = pad_rows(ro.logprobs)[:, : response_mask.shape[1]] * response_mask
@@ -452,7 +439,7 @@ class Trainer:
         real = [r for r in rows if r >= 0]
         take = real or [0]
         width = batch["responses"].shape[1]
-        device = getattr(model, "device", None) or next(model.parameters()).device
+        device = model_device(model)
 
         def sl(x):
             return x[take, :width].to(device)
@@ -546,7 +533,7 @@ class Trainer:
                             on_error=self.reject_test_record)
 
     def save_checkpoint(self) -> Path:
-        state = {"step": self.step, "sampler": self.sampler.state(), "bad_ids": sorted(self.bad_ids),
+        state = {"step": self.step, "sampler": self.sampler.state(), "bad_keys": sorted(self.bad_keys),
                  "seen_ids": self.seen_ids, "world_size": self.world, "train_seconds": self.train_seconds}
         return ckpt.save(self.engine, self.out / "checkpoints", self.step, state, self.cfg.train.keep_last,
                          self.student_proc)
@@ -557,7 +544,7 @@ class Trainer:
             return False
         last, state = found
         self.sampler.load_state(state["sampler"])
-        self.bad_ids = set(state["bad_ids"])
+        self.bad_keys = set(state["bad_keys"])
         self.seen_ids = state["seen_ids"]
         self.step = state["step"]
         self.train_seconds = state.get("train_seconds", 0.0)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from uniopd_mm.algo.balance import difficulty_factors, online_balance_keep
 
+pytestmark = pytest.mark.usefixtures("algo_device")
 T = torch.tensor
 
 

@@ -10,6 +10,7 @@ import torch
 from uniopd_mm.algo.margin import (greedy_margin_mask, group_margins, margin_shift, order_consistency,
                                    trajectory_returns)
 
+pytestmark = pytest.mark.usefixtures("algo_device")
 T = torch.tensor
 
 

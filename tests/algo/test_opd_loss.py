@@ -11,6 +11,7 @@ from uniopd_mm.algo.logprobs import entropy_from_logits, selective_log_softmax, 
 from uniopd_mm.algo.loss import aggregate, distribution_loss, kl_penalty, ppo_clip_loss, renormalise_topk
 from uniopd_mm.algo.opd import logratio_mask, opd_advantages, teacher_failure_mask
 
+pytestmark = pytest.mark.usefixtures("algo_device")
 T = torch.tensor
 
 

@@ -25,13 +25,13 @@ def online_balance_keep(correct: torch.Tensor, group_ids: torch.Tensor, ratio: f
         correct: [B] int, 1 correct, 0 incorrect, -1 unknown (or not eligible).
         group_ids: [B] group of each rollout.
         ratio: the target r >= 0 (``math.inf`` allowed).
-        generator: seeded, so a run is reproducible.
+        generator: seeded, so a run is reproducible (a CPU generator, whatever the inputs' device).
     Returns:
-        [B] float, 1 keep / 0 dropped.
+        [B] float, 1 keep / 0 dropped, on the inputs' device.
     """
     if ratio < 0:
         raise ValueError("ratio must be >= 0")
-    keep = torch.ones(correct.shape[0])
+    keep = torch.ones(correct.shape[0], device=correct.device)
     groups = torch.zeros_like(group_ids) if scope == "global" else group_ids
     for g in torch.unique(groups).tolist():
         rows = (groups == g).nonzero().flatten()
@@ -46,10 +46,10 @@ def online_balance_keep(correct: torch.Tensor, group_ids: torch.Tensor, ratio: f
             drop = pos
         elif n_p / n_n > ratio:
             k = max(1, round(ratio * n_n))
-            drop = pos[torch.randperm(n_p, generator=generator)[: n_p - k]]
+            drop = pos[torch.randperm(n_p, generator=generator)[: n_p - k].to(pos.device)]
         elif n_p / n_n < ratio:
             k = max(1, round(n_p / ratio))
-            drop = neg[torch.randperm(n_n, generator=generator)[: n_n - k]]
+            drop = neg[torch.randperm(n_n, generator=generator)[: n_n - k].to(neg.device)]
         else:
             continue
         keep[drop] = 0.0

@@ -43,7 +43,7 @@ def group_margins(returns: torch.Tensor, correct: torch.Tensor, group_ids: torch
     """
     inv, k = _groups(group_ids, scope)
     pos, neg = correct == 1, correct == 0
-    zeros = torch.zeros(k, dtype=returns.dtype)
+    zeros = torch.zeros(k, dtype=returns.dtype, device=returns.device)
     n_pos = zeros.scatter_add(0, inv, pos.to(returns.dtype))
     n_neg = zeros.scatter_add(0, inv, neg.to(returns.dtype))
     mixed = (n_pos > 0) & (n_neg > 0)
@@ -52,7 +52,7 @@ def group_margins(returns: torch.Tensor, correct: torch.Tensor, group_ids: torch
         s_neg = zeros.scatter_add(0, inv, torch.where(neg, returns, 0.0))
         margin = s_pos / n_pos.clamp(min=1) - s_neg / n_neg.clamp(min=1)
     elif mode == "minmax":
-        inf = torch.full((k,), float("inf"), dtype=returns.dtype)
+        inf = torch.full((k,), float("inf"), dtype=returns.dtype, device=returns.device)
         min_pos = inf.scatter_reduce(0, inv, torch.where(pos, returns, float("inf")), "amin")
         max_neg = (-inf).scatter_reduce(0, inv, torch.where(neg, returns, float("-inf")), "amax")
         margin = torch.where(mixed, min_pos - max_neg, torch.zeros_like(min_pos))
@@ -107,9 +107,9 @@ def greedy_margin_mask(returns: torch.Tensor, correct: torch.Tensor, group_ids: 
     incorrect one (highest G), whichever raises the margin more, until m >= delta, no removal
     raises it, or a class would fall below max(1, int(n_class * min_retain)).
     """
-    keep = torch.ones(returns.shape[0])
+    keep = torch.ones(returns.shape[0], device=returns.device)
     inv, k = _groups(group_ids, scope)
-    g_list = returns.tolist()
+    g_list, correct = returns.tolist(), correct.tolist()
     for g in range(k):
         rows = (inv == g).nonzero().flatten().tolist()
         pos = sorted((r for r in rows if correct[r] == 1), key=lambda r: g_list[r])
@@ -154,7 +154,7 @@ def order_consistency(returns: torch.Tensor, correct: torch.Tensor, group_ids: t
     inv, m_mean, mixed = group_margins(returns, correct, group_ids, "mean")
     _, m_minmax, _ = group_margins(returns, correct, group_ids, "minmax")
     n_mixed = mixed.sum().item()
-    viol = torch.zeros(len(mixed), dtype=torch.bool).index_put_((inv,), inverted.any(1), accumulate=True)
+    viol = torch.zeros(len(mixed), dtype=torch.bool, device=mixed.device).index_put_((inv,), inverted.any(1), accumulate=True)
     return {
         "inversion_rate": inverted.sum().item() / n_pairs if n_pairs else 0.0,
         "violating_groups": (viol & mixed).sum().item() / n_mixed if n_mixed else 0.0,

@@ -26,6 +26,6 @@ def project_logprobs(teacher_ends: torch.Tensor, teacher_logprobs: torch.Tensor,
     ends = student_spans[:, 1].contiguous()
     # index of the student token whose (start, end] holds each teacher end offset
     idx = torch.searchsorted(ends, teacher_ends.clamp(min=1), right=False).clamp(max=n - 1)
-    out = torch.zeros(n, dtype=teacher_logprobs.dtype).index_add_(0, idx, teacher_logprobs)
-    mask = torch.zeros(n).index_add_(0, idx, torch.ones_like(teacher_logprobs, dtype=torch.float32)) > 0
+    out = torch.zeros(n, dtype=teacher_logprobs.dtype, device=teacher_logprobs.device).index_add_(0, idx, teacher_logprobs)
+    mask = torch.zeros(n, device=teacher_logprobs.device).index_add_(0, idx, torch.ones_like(teacher_logprobs, dtype=torch.float32)) > 0
     return out, mask.float()

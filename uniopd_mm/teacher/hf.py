@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from uniopd_mm.algo.xtok import project_logprobs
+from uniopd_mm.data import PromptCache
 from uniopd_mm.models import CompiledOrEager, base_and_head, score_response_tokens
 
 from .base import TeacherScorer, TeacherScores
@@ -30,14 +31,14 @@ def student_spans(tokenizer, ids: list[int]) -> tuple[str, list[tuple[int, int]]
 
 class HFTeacher(TeacherScorer):
     def __init__(self, model, processor, name: str = "teacher", micro_batch_size: int = 16,
-                 temperature: float = 1.0, chunk_size: int = 256, suppressed_ids=None, prompt_cache=None,
+                 temperature: float = 1.0, chunk_size: int = 256, suppressed_ids=None, prompt_cache: int = 4096,
                  student_tokenizer=None, shared_vocab: bool | None = None, strip_response_prefix: str | None = None,
                  device: str | None = None, offload_when_idle: bool = False, compile: bool = False,
                  share_prompts: bool = False):
         self.model, self.processor, self.name = model.eval(), processor, name
         self.micro_batch_size, self.temperature, self.chunk_size = micro_batch_size, temperature, chunk_size
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
-        self.cache = prompt_cache if prompt_cache is not None else {}
+        self.encode = PromptCache(prompt_cache, processor.encode_prompt)
         self.student_tokenizer = student_tokenizer or processor.tokenizer
         if shared_vocab is None:
             shared_vocab = self.student_tokenizer.get_vocab() == processor.tokenizer.get_vocab()
@@ -56,12 +57,6 @@ class HFTeacher(TeacherScorer):
         # tiny teacher's forward on a CPU; shapes vary per step, so dynamo's automatic dynamic shapes
         # recompile once, after the first new shape
         self.backbone = CompiledOrEager(base_and_head(model)[0], f"teacher {name}") if compile else None
-
-    def encode(self, sample):
-        key = sample.key
-        if key not in self.cache:
-            self.cache[key] = self.processor.encode_prompt(sample)
-        return self.cache[key]
 
     def _teacher_ids(self, response: list[int]) -> tuple[list[int], int, tuple | None]:
         """(ids to score, offset of the first scored student token, cross-tokenizer info or None)."""

@@ -16,6 +16,8 @@ import time
 
 import torch
 
+from uniopd_mm.data import PromptCache
+
 from .base import TeacherScorer, TeacherScores
 
 
@@ -45,7 +47,7 @@ class PromptLogprobTeacher(TeacherScorer):
     """Shared part: teacher prompts, response ids, and merging the per-sample results."""
 
     def __init__(self, processor, name: str = "teacher", student_tokenizer=None, shared_vocab: bool | None = None,
-                 strip_response_prefix: str | None = None, micro_batch_size: int = 16, **_):
+                 strip_response_prefix: str | None = None, micro_batch_size: int = 16, prompt_cache: int = 4096, **_):
         self.processor, self.name, self.micro_batch_size = processor, name, micro_batch_size
         self.student_tokenizer = student_tokenizer or processor.tokenizer
         if shared_vocab is None:
@@ -55,12 +57,7 @@ class PromptLogprobTeacher(TeacherScorer):
                              "backend for a teacher with another tokenizer")
         self.prefix_ids = (self.student_tokenizer(strip_response_prefix, add_special_tokens=False)["input_ids"]
                            if strip_response_prefix else [])
-        self.cache: dict = {}
-
-    def encode(self, sample):
-        if sample.key not in self.cache:
-            self.cache[sample.key] = self.processor.encode_prompt(sample)
-        return self.cache[sample.key]
+        self.encode = PromptCache(prompt_cache, processor.encode_prompt)
 
     def _request(self, prompt, body: list[int]):
         raise NotImplementedError

@@ -92,6 +92,19 @@ def merged_copy_for_export(model, state_dict, base_loader):
     return peft_model.merge_and_unload(), None
 
 
+def even_micro_batches(n: int, size: int, engine) -> list[list[int]]:
+    """Row indices of the micro-batches of ``n`` rows, ``size`` at most each; every rank gets as many
+    as the rank with the most.
+
+    NOTE: ZeRO gathers and reduces collectively in every forward and backward, so ranks must run the
+    same number of them: a rank with fewer rows runs dummy micro-batches ``[-1]`` (the caller forwards
+    row 0 with an all-zero loss mask).
+    """
+    chunks = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+    count = int(engine.all_reduce(torch.tensor([len(chunks)]), "max").item())
+    return chunks + [[-1]] * (count - len(chunks))
+
+
 class TrainingEngine:
     """What the trainer needs from a training backend.
 

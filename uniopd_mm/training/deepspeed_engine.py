@@ -1,7 +1,10 @@
 """DeepSpeed training engine: ZeRO stages 0-3, fp32 or bf16, optional CPU offload, gradient
 accumulation over any number of micro-batches (unmanaged: ``step()`` is the boundary).
 
-Runs on CPU machines too: DeepSpeed picks its CPU accelerator and the gloo backend.
+Runs on CPU machines too: DeepSpeed picks its CPU accelerator and the gloo backend. On CUDA the
+process group is NCCL, which takes only CUDA tensors: every collective of the trainer goes through
+``all_reduce`` / ``all_gather`` here, which move their tensors to ``comm_device`` and the result
+back to the caller's device (the one place that knows which device a collective needs).
 """
 
 from __future__ import annotations
@@ -39,6 +42,13 @@ def deepspeed_config(cfg) -> dict:
     }
 
 
+def comm_device(backend: str) -> torch.device:
+    """Where collective tensors must live: the process's CUDA device under NCCL, else the CPU (gloo)."""
+    if "nccl" in str(backend).lower():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def init_distributed(timeout_s: float = 600.0) -> None:
     """Initialises torch.distributed once (env from the deepspeed launcher, or a 1-process default).
     A collective that waits longer than ``timeout_s`` for a peer raises instead of hanging."""
@@ -59,7 +69,10 @@ def init_distributed(timeout_s: float = 600.0) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             os.environ["MASTER_PORT"] = str(s.getsockname()[1])
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = "gloo"
+    if torch.cuda.is_available():
+        backend = "nccl"
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     deepspeed.init_distributed(dist_backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
 
 
@@ -101,27 +114,29 @@ class DeepSpeedEngine(TrainingEngine):
             self.engine.clip_fp32_gradients = clip_and_record
         self.forward_model = self.engine
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.comm_device = comm_device(dist.get_backend())
 
     def all_reduce(self, tensor, op="sum"):
         import torch.distributed as dist
 
         ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
-        out = tensor.clone()
+        out = tensor.detach().to(self.comm_device, copy=True)
         dist.all_reduce(out, op=ops[op])
-        return out
+        return out.to(tensor.device)
 
     def all_gather(self, tensor):
         import torch.distributed as dist
 
-        n = torch.tensor([tensor.shape[0]])
+        dev = self.comm_device
+        n = torch.tensor([tensor.shape[0]], device=dev)
         sizes = [torch.zeros_like(n) for _ in range(self.world_size)]
         dist.all_gather(sizes, n)
         width = int(max(s.item() for s in sizes))
-        padded = torch.zeros((width, *tensor.shape[1:]), dtype=tensor.dtype)
-        padded[: tensor.shape[0]] = tensor
+        padded = torch.zeros((width, *tensor.shape[1:]), dtype=tensor.dtype, device=dev)
+        padded[: tensor.shape[0]] = tensor.detach().to(dev)
         parts = [torch.zeros_like(padded) for _ in range(self.world_size)]
         dist.all_gather(parts, padded)
-        return [p[: int(s.item())] for p, s in zip(parts, sizes)]
+        return [p[: int(s.item())].to(tensor.device) for p, s in zip(parts, sizes)]
 
     def barrier(self):
         import torch.distributed as dist
@@ -129,8 +144,24 @@ class DeepSpeedEngine(TrainingEngine):
         dist.barrier()
 
     def _all_finite(self, value: torch.Tensor) -> bool:
+        """Whether ``value`` is finite on every rank."""
         flag = torch.tensor([0.0 if torch.isfinite(value).all() else 1.0])
         return self.all_reduce(flag, "max").item() == 0.0
+
+    def _grads_finite(self) -> bool:
+        """Stage 0 only: whether every gradient is finite on every rank, before the optimiser step.
+
+        NOTE: ZeRO 1-3 (DeepSpeed 0.19) take the global norm inside ``step()`` and skip a step whose
+        norm is not finite, in fp32 and bf16 alike (``tests/test_engines.py`` checks that the weights
+        stay put). Stage 0 steps the client optimiser without looking, so it is checked here first.
+        """
+        bad = any(p.grad is not None and not torch.isfinite(p.grad).all() for p in self.module.parameters())
+        return self._all_finite(torch.tensor([float("nan") if bad else 0.0]))
+
+    def _skip(self, loss: float) -> dict:
+        self.engine.zero_grad()
+        self.engine.optimizer.zero_grad()
+        return {"train/skipped": 1.0, "train/loss": loss, "train/grad_norm": float("nan")}
 
     def train_step(self, micro_batches, compute_loss):
         total, metrics = 0.0, {}
@@ -138,13 +169,16 @@ class DeepSpeedEngine(TrainingEngine):
         for mb in micro_batches:
             loss, m = compute_loss(self.forward_model, mb)
             if not self._all_finite(loss.detach()):
-                self.engine.zero_grad()
-                self.engine.optimizer.zero_grad()
-                return {"train/skipped": 1.0, "train/loss": float("nan")}
+                return self._skip(float("nan"))
             self.engine.backward(loss, scale_wrt_gas=False)
             total += loss.item()
             for k, v in m.items():
                 metrics[k] = metrics.get(k, 0.0) + float(v) / len(micro_batches)
+        # each rank's loss is its share of the global mean times the number of ranks (the gradients are
+        # averaged over ranks), so the mean over ranks is the global loss, whatever the process count
+        total = self.all_reduce(torch.tensor([total], dtype=torch.float64)).item() / self.world_size
+        if self.cfg.zero_stage == 0 and not self._grads_finite():
+            return self._skip(total)
         lr = self.scheduler.get_last_lr()[0]
         self.engine.step()
         grad_norm = self.engine.get_global_grad_norm()
@@ -152,7 +186,6 @@ class DeepSpeedEngine(TrainingEngine):
             grad_norm = self._last_norm
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
         skipped = 0.0 if self.engine.was_step_applied() and math.isfinite(grad_norm) else 1.0
-        total = self.all_reduce(torch.tensor([total])).item()
         return {**metrics, "train/loss": total, "train/grad_norm": grad_norm, "train/lr": lr, "train/skipped": skipped}
 
     @contextlib.contextmanager

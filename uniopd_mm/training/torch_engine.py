@@ -1,4 +1,4 @@
-"""Single-process plain torch training engine."""
+"""Single-process plain torch training engine, on the GPU when there is one."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ class TorchEngine(TrainingEngine):
     def __init__(self, model_loader, train_cfg, **_):
         self.cfg = train_cfg
         self.model_loader = model_loader
-        model = model_loader()
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model = model_loader().to(self.device)
         if train_cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.module = apply_lora(model, train_cfg.lora)
