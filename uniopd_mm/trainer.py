@@ -178,24 +178,6 @@ class Trainer:
         return samples, prompts, group_ids
 
     # -- micro-batches ------------------------------------------------------------------------
-    def check_zero3_visuals(self, prompts) -> None:
-        """Fails fast instead of hanging: under ZeRO-3 on several processes every rank must run the
-        vision tower in the same forward passes (its partitioned weights are gathered collectively),
-        so a step may not mix text-only prompts with visual ones.
-
-        NOTE: such a step would deadlock in generate or in the forward; use train.zero_stage=2 for
-        mixed data on several processes (README, "Known limits").
-        """
-        if self.world == 1 or self.cfg.train.engine != "deepspeed" or self.cfg.train.zero_stage != 3:
-            return
-        local = torch.tensor([float(any(not p.features for p in prompts)), float(any(p.features for p in prompts))])
-        text_only, visual = self.engine.all_reduce(local, "max").tolist()
-        if text_only and visual:
-            raise RuntimeError(
-                f"step {self.step + 1} mixes text-only and visual prompts under ZeRO-3 on {self.world} processes, "
-                "which deadlocks (the vision tower's weights are gathered collectively). Use train.zero_stage=2 for "
-                "this data, or keep each step to one kind of prompt.")
-
     def student_batch(self, prompts, responses, rows):
         real = [r for r in rows if r >= 0] or [0]
         return self.student_proc.training_batch([prompts[r] for r in real], [responses[r] for r in real])
@@ -207,7 +189,6 @@ class Trainer:
         samples, prompts, group_ids = self.next_prompts()
         if not prompts:
             raise RuntimeError(f"rank {self.rank}: every prompt of step {self.step} was rejected (see {self.rejects.path})")
-        self.check_zero3_visuals(prompts)
 
         # 1. rollout
         with t("rollout"), self.engine.rollout_context():

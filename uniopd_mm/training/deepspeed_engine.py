@@ -115,6 +115,18 @@ class DeepSpeedEngine(TrainingEngine):
         self.forward_model = self.engine
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.comm_device = comm_device(dist.get_backend())
+        self.visual_balance = None
+        if self.world_size > 1 and train_cfg.zero_stage >= 1:
+            from .visual_balance import VisualBalance, vision_parts
+
+            # every rank runs the vision tower alike in every forward, so text-only and visual micro-batches
+            # can meet in one step (the paper's cross-modal setting). NOTE: ZeRO-3 gathers the tower's weights
+            # collectively in every forward; ZeRO-1/2 reduce gradients in buckets filled in the order they
+            # are ready, so a rank without vision gradients would reduce other buckets than its peers.
+            parts = vision_parts(self.module)
+            trains = parts is not None and any(p.requires_grad for p in parts[0].parameters())
+            if parts is not None and (train_cfg.zero_stage == 3 or trains):
+                self.visual_balance = VisualBalance(self.module)
 
     def all_reduce(self, tensor, op="sum"):
         import torch.distributed as dist
