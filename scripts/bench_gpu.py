@@ -83,6 +83,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--zero-stage", type=int, default=3)
     ap.add_argument("--micro-batch-size", type=int, default=8)
+    ap.add_argument("--data", type=Path, default=None,
+                    help="a dataset made with the spec below, when this machine cannot write videos (no PyAV)")
     args = ap.parse_args(argv)
     import torch
     import yaml
@@ -107,7 +109,7 @@ def main(argv=None) -> dict:
         teacher = build(args.tiny / "qwen2_5_vl-teacher", "7b", args.out / "models" / "teacher-7b", args.device)
         print(f"models ready in {time.time() - t0:.0f} s", flush=True)
         pixels = PIXELS
-    data = args.out / "data"
+    data = args.data or args.out / "data"
     if not (data / "train.jsonl").exists():
         generate(SyntheticSpec(n_train=max(64, args.prompts * (args.steps + 1)), n_test=4,
                                domains=("shapes-color", "video-color"), levels=(0,)), data, progress=False)

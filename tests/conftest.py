@@ -62,9 +62,12 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
-    """A small synthetic dataset with every domain."""
+    """A small synthetic dataset with every domain. ``UNIOPD_TEST_DATA`` names one built elsewhere with the
+    same spec (``scripts/gpu_check.sh``: the GPU machine has no PyAV to write the videos)."""
     from uniopd_mm.synthetic import SyntheticSpec, generate
 
+    if os.environ.get("UNIOPD_TEST_DATA"):
+        return Path(os.environ["UNIOPD_TEST_DATA"])
     out = tmp_path_factory.mktemp("synthetic")
     generate(SyntheticSpec(n_train=48, n_test=12, levels=(1, 2)), out, progress=False)
     return out

@@ -192,3 +192,31 @@ def test_reusing_rollout_logprobs_gives_the_same_step(tiny_dir, synth_dir, tmp_p
     assert rows[True]["train/loss"] == pytest.approx(rows[False]["train/loss"], rel=1e-4, abs=1e-6)
     assert rows[True]["train/grad_norm"] == pytest.approx(rows[False]["train/grad_norm"], rel=1e-4)
     assert rows[False]["rollout/logprob_mismatch"] < 1e-5 and "rollout/logprob_mismatch" not in rows[True]
+
+
+@pytest.mark.parametrize("stage, settings", [("rollout", "rollout.n"), ("update", "train.micro_batch_size")])
+def test_cuda_out_of_memory_names_the_stage_and_what_to_lower(tiny_dir, synth_dir, tmp_path, monkeypatch, stage,
+                                                              settings):
+    """torch's own CUDA OOM error, raised in step 2 (step 1 was checkpointed): the run stops with a message
+    naming the stage and the settings to lower; the checkpoints on disk are step 1's, complete."""
+    from uniopd_mm.trainer import StageOutOfMemory
+
+    t = Trainer(tiny_config(tiny_dir, synth_dir, tmp_path / stage, overrides=["train.steps=3", "train.save_every=1"]))
+    target = t.rollout if stage == "rollout" else t.engine
+    method = "generate" if stage == "rollout" else "train_step"
+    original = getattr(target, method)
+
+    def fails_in_step_2(*args, **kwargs):
+        if t.step == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, method, fails_in_step_2)
+    with pytest.raises(StageOutOfMemory) as err:
+        t.train()
+    msg = str(err.value)
+    assert f"in the {stage} stage" in msg and settings in msg and "step 2" in msg and "Tried to allocate" in msg
+    root = tmp_path / stage / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["step_000001"]
+    assert (root / "step_000001" / "COMPLETE").exists()
+    assert Trainer(tiny_config(tiny_dir, synth_dir, tmp_path / stage, overrides=["train.steps=3"])).step == 1

@@ -13,6 +13,7 @@ Prompts are drawn by a seeded sampler (the same order on every rank) and sharded
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -46,6 +47,21 @@ DATA_ERRORS = _error_names(DataError)  # every reject type (sorted where counts 
 
 
 # what gloo / NCCL say when a peer process is gone or stuck past the collective timeout
+# what to lower when a stage runs out of GPU memory
+OOM_ADVICE = {
+    "rollout": "rollout.batch_size (sequences per generate call), rollout.n or rollout.max_new_tokens",
+    "old_logprobs": "train.micro_batch_size or train.logprob_chunk, or set train.gradient_checkpointing=true",
+    "teacher": "train.micro_batch_size (also the teacher's scoring batch) or rollout.max_new_tokens, or set "
+               "teacher.offload_when_idle=true",
+    "update": "train.micro_batch_size, rollout.n or rollout.max_new_tokens, or set train.gradient_checkpointing=true",
+    "eval": "rollout.batch_size or rollout.max_new_tokens",
+}
+
+
+class StageOutOfMemory(RuntimeError):
+    """A CUDA out-of-memory error in one stage of a step, with the settings that bound that stage's memory."""
+
+
 PEER_LOST = ("Timed out", "timed out", "Connection closed by peer", "Connection reset by peer", "NCCL communicator")
 
 
@@ -184,7 +200,7 @@ class Trainer:
 
     # -- the step -----------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
-        cfg, t = self.cfg, self.timer
+        cfg, t = self.cfg, self.stage
         t_step = time.perf_counter()
         samples, prompts, group_ids = self.next_prompts()
         if not prompts:
@@ -271,6 +287,21 @@ class Trainer:
             metrics["memory/peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         metrics["throughput/tokens_per_s"] = metrics["response/tokens"] / max(step_time, 1e-9)
         return metrics
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        """Times stage ``name``; a CUDA out-of-memory error in it stops the run with what to lower.
+
+        NOTE: nothing is saved on the way out: the last complete checkpoint stays the one a resume loads.
+        """
+        with self.timer(name):
+            try:
+                yield
+            except torch.cuda.OutOfMemoryError as e:
+                advice = OOM_ADVICE.get(name, "train.micro_batch_size, rollout.n or rollout.max_new_tokens")
+                raise StageOutOfMemory(
+                    f"rank {self.rank}, step {self.step + 1}: CUDA out of memory in the {name} stage. Lower {advice}; "
+                    f"the last complete checkpoint is in {self.out / 'checkpoints'}. ({str(e).splitlines()[0]})") from e
 
     def data_metrics(self) -> dict[str, float]:
         """Records rejected so far, by error type, and prompts cut to max_prompt_tokens (overlong_prompt:
@@ -508,7 +539,7 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         if not self.test_samples:
             return {}
-        with self.timer("eval"), self.engine.rollout_context():
+        with self.stage("eval"), self.engine.rollout_context():
             return evaluate(self.rollout, self.student_proc, self.test_samples, self.cfg.rollout.max_new_tokens,
                             all_reduce=self.engine.all_reduce, rank=self.rank, world_size=self.world,
                             on_error=self.reject_test_record)
