@@ -89,3 +89,80 @@ def test_prompt_too_long(tiny_dir, synth_samples):
     proc = make_processor("text", str(tiny_dir / "qwen2-student"), options=ProcessorConfig(max_prompt_tokens=3))
     with pytest.raises(D.PromptTooLong, match="max_prompt_tokens=3"):
         proc.encode_prompt(next(s for s in synth_samples if s.modality == "text"))
+
+
+def test_prompt_cache_keeps_the_most_recent_entries():
+    calls = []
+
+    def encode(sample):
+        calls.append(sample.key)
+        return f"enc:{sample.key}"
+
+    s = {k: D.Sample(id="same-id", messages=[], source=f"{k}.jsonl:1") for k in "abc"}
+    cache = D.PromptCache(2, encode)
+    assert [cache(s["a"]), cache(s["b"]), cache(s["a"])] == ["enc:a.jsonl:1", "enc:b.jsonl:1", "enc:a.jsonl:1"]
+    assert calls == ["a.jsonl:1", "b.jsonl:1"]  # a hit encodes nothing; equal ids in two files are two entries
+    cache(s["c"])  # a full cache drops the least recently used entry (b: a was used after it)
+    assert list(cache.entries) == ["a.jsonl:1", "c.jsonl:1"] and len(cache) == 2
+    cache(s["b"])
+    assert calls[-1] == "b.jsonl:1" and len(cache) == 2
+    none = D.PromptCache(0, encode)
+    none(s["a"]), none(s["a"])
+    assert len(none) == 0 and calls[-2:] == ["a.jsonl:1", "a.jsonl:1"]
+
+
+def _mixture(tiny_dir, synth_dir, tmp_path, prompt_cache):
+    """Two files with the same ids (each file numbers its records from 0), one teacher each."""
+    from conftest import tiny_config
+
+    lines = [json.loads(line) for line in (synth_dir / "train_image.jsonl").read_text().splitlines()]
+    for name, part in (("a", lines[:6]), ("b", lines[6:12])):
+        with open(tmp_path / f"{name}.jsonl", "w") as fh:
+            for i, rec in enumerate(part):
+                for m in rec.get("messages", []):
+                    for p in m["content"] if isinstance(m["content"], list) else []:
+                        if p.get("image"):
+                            p["image"] = str((synth_dir / p["image"]).resolve())
+                if rec.get("image"):
+                    rec["image"] = str((synth_dir / rec["image"]).resolve())
+                fh.write(json.dumps({**rec, "id": f"r{i}"}) + "\n")
+    mixture = (f"data.mixture=[{{path: {tmp_path / 'a.jsonl'}, teacher: default}}, "
+               f"{{path: {tmp_path / 'b.jsonl'}, teacher: default}}]")
+    return tiny_config(tiny_dir, synth_dir, tmp_path / "run",
+                       overrides=["data.train_path=null", mixture, f"train.prompt_cache={prompt_cache}",
+                                  "train.prompts_per_step=6"])
+
+
+def test_a_bad_record_drops_only_itself_in_a_mixture(tiny_dir, synth_dir, tmp_path):
+    """Ids repeat across the files of a mixture: a record rejected in a.jsonl (r1) must not take b.jsonl's r1."""
+    from uniopd_mm.trainer import Trainer
+
+    t = Trainer(_mixture(tiny_dir, synth_dir, tmp_path, 4096))
+    assert sorted(s.id for s in t.samples) == sorted([f"r{i}" for i in range(6)] * 2)
+    bad = next(s for s in t.samples if s.id == "r1" and s.source.startswith(str(tmp_path / "a.jsonl")))
+    encode = t.encode
+
+    def fails_on_a_r1(sample):
+        if sample.key == bad.key:
+            raise sample.error(D.DataError, "planted bad prompt")
+        return encode(sample)
+
+    t.encode = fails_on_a_r1
+    drawn = []
+    for _ in range(8):  # 48 draws over 12 records: both r1 records are drawn many times
+        samples, _, _ = t.next_prompts()
+        drawn += [s.key for s in samples]
+    assert bad.key not in drawn
+    good = next(s for s in t.samples if s.id == "r1" and s.key != bad.key)
+    assert drawn.count(good.key) >= 1
+    assert t.bad_keys == {bad.key} and t.rejects.total == 1
+
+
+def test_teacher_and_student_prompt_caches_are_bounded(tiny_dir, synth_dir, tmp_path):
+    from uniopd_mm.trainer import Trainer
+
+    t = Trainer(_mixture(tiny_dir, synth_dir, tmp_path, 3))
+    t.train_step()
+    t.train_step()  # 12 prompts drawn from 12 records
+    teacher = t.teachers["default"]
+    assert len(t.encode) == 3 and len(teacher.encode) == 3

@@ -85,3 +85,29 @@ def test_lr_schedules_by_hand(schedule, expected):
     assert got == pytest.approx(expected, abs=1e-4)
     # past the end the decay holds at the floor
     assert lr_factor(50, 2, 10, schedule, 0.1) == pytest.approx(expected[-1])
+
+
+@pytest.mark.parametrize("engine_name, stage", [("torch", 0), ("deepspeed", 0), ("deepspeed", 2), ("deepspeed", 3)])
+def test_nonfinite_gradient_with_a_finite_loss_leaves_the_weights(tiny_dir, fixed_batch, engine_name, stage):
+    """A finite loss whose gradient is NaN (sqrt(|u|) at u = 0: sign(0) / 0): the step is skipped and no weight
+    moves, on every engine and ZeRO stage (fp32, where no loss scaler would catch it)."""
+    proc, prompts, responses = fixed_batch
+    cfg = TrainConfig(engine=engine_name, lr=1e-2, warmup_steps=0, grad_clip=1.0, zero_stage=stage)
+    mcfg = ModelConfig(path=str(tiny_dir / "qwen2_vl-student"), family="qwen2_vl")
+    engine = make_training_engine(engine_name, model_loader=lambda: load_model(mcfg), train_cfg=cfg)
+    with engine.rollout_context():
+        before = {k: v.detach().clone() for k, v in engine.module.named_parameters()}
+
+    def nan_gradient(model, rows):
+        batch = proc.training_batch([prompts[r] for r in rows], [responses[r] for r in rows])
+        lp = response_logprobs(model, batch, proc.suppressed_token_ids)["logprobs"]
+        u = lp.sum() - lp.sum().detach()
+        loss = -lp.mean() + torch.sqrt(u.abs())
+        assert torch.isfinite(loss)
+        return loss, {}
+
+    metrics = engine.train_step([[0, 1]], nan_gradient)
+    assert metrics["train/skipped"] == 1.0
+    with engine.rollout_context():
+        after = {k: v.detach().clone() for k, v in engine.module.named_parameters()}
+    assert all(torch.equal(before[k], after[k]) for k in before), engine_name

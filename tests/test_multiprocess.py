@@ -182,3 +182,34 @@ def test_cross_modal_zero3_on_two_processes_equals_zero2(tiny_dir, synth_dir, tm
     for k, v in w2.items():
         close = ((w3[k].float() - v.float()).abs() <= 2e-6).float().mean().item()
         assert close >= 0.999, (k, close)
+
+
+def test_sft_on_two_processes_with_uneven_shards(tiny_dir, synth_dir, tmp_path):
+    """`deepspeed --num_gpus 2 scripts/sft.py` under ZeRO-3: 3 prompts a step, 1 per micro-batch, so rank 0
+    runs two micro-batches and rank 1 one (padded to two). Without the padding rank 0's second forward waits
+    on rank 1 for ever (here: the 30 s collective timeout)."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import ROOT, TINY_PIXELS
+
+    out = tmp_path / "sft"
+    cfg = yaml.safe_load((ROOT / "scripts" / "configs" / "sft_tiny_teacher.yaml").read_text())
+    cfg.update(output_dir=str(out), rollout={"max_new_tokens": 8}, logging={"progress": False, "tensorboard": False})
+    cfg["student"].update(path=str(tiny_dir / "qwen2_vl-student"), processor=TINY_PIXELS)
+    cfg["data"] = {"train_path": str(synth_dir / "train.jsonl"), "test_path": str(synth_dir / "test.jsonl")}
+    cfg["train"] = {"engine": "deepspeed", "zero_stage": 3, "steps": 2, "prompts_per_step": 3, "micro_batch_size": 1,
+                    "lr": 1e-3, "warmup_steps": 0, "eval_every": 2, "eval_samples": 4, "collective_timeout_s": 30}
+    (tmp_path / "sft.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(_free_port()),
+           str(ROOT / "scripts" / "sft.py"), "--config", str(tmp_path / "sft.yaml")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, start_new_session=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["train/skipped"] == 0.0 and r["train/grad_norm"] > 0 for r in rows)
+    assert "eval/accuracy" in rows[-1]
+    assert (out / "final" / "config.json").exists()
