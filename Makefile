@@ -8,7 +8,7 @@ export FORCE_QWENVL_VIDEO_READER ?= decord
 export TOKENIZERS_PARALLELISM ?= false
 ART ?= artifacts
 
-.PHONY: install run test test-all test-faults data models clean bench-step bench-env demo test-vllm vllm-env bench-step-vllm
+.PHONY: install run test test-all test-faults data models clean bench-step bench-env demo test-vllm vllm-env bench-step-vllm gpu-check
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,10 @@ bench-step-vllm: $(VLLM_VENV)/.installed-stamp $(STAMP)
 	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python scripts/bench_step.py --out runs/bench_step_vllm --skip-memory \
 		--student $(ART)/tiny/qwen2-lm64 --teacher $(ART)/tiny/qwen2-teacher \
 		--trainers "uniopd_mm reuse,trl GKD,trl MiniLLM,uniopd_mm vllm"
+
+# the GPU check (a CUDA machine with the GPU requirements installed; see docs/distributed.md)
+gpu-check:
+	bash scripts/gpu_check.sh runs/gpu_check
 
 clean:
 	rm -rf $(ART) runs

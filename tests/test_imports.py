@@ -86,3 +86,21 @@ def test_algo_is_pure_tensor_math():
                 if m.split(".")[0] not in allowed or m.startswith("torch.distributed"):
                     offenders.append(f"{path.name}: {m}")
     assert not offenders
+
+
+def test_only_the_training_engines_use_torch_distributed():
+    """Collectives go through the training engine (which puts their tensors on the backend's device):
+    no module outside uniopd_mm/training imports or names torch.distributed."""
+    offenders = []
+    for folder in ("uniopd_mm", "processors", "scripts", "eval", "demo"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if path.parent.name == "training" and path.parent.parent.name == "uniopd_mm":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                named = (isinstance(node, ast.Import) and any(a.name.startswith("torch.distributed") for a in node.names)
+                         or isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch.distributed")
+                         or isinstance(node, ast.Attribute) and node.attr == "distributed"
+                         and isinstance(node.value, ast.Name) and node.value.id == "torch")
+                if named:
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders

@@ -125,14 +125,15 @@ def test_two_processes_update_like_one(tiny_dir, synth_dir, tiny_processor_optio
     assert changed > 0  # the vision tower trains here (vision_lr_scale 0.5), so its gradients were reduced too
 
 
-def _launch(cfg_path, port):
+def _launch(cfg_path, script="train_mm.py"):
+    """``deepspeed --num_gpus 2 scripts/<script> --config <cfg_path>`` on the CPU (gloo); fails with its output."""
     import subprocess
     import sys
 
     from conftest import ROOT
 
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(port),
-           str(ROOT / "scripts" / "train_mm.py"), "--config", str(cfg_path)]
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(_free_port()),
+           str(ROOT / "scripts" / script), "--config", str(cfg_path)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, start_new_session=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -164,7 +165,7 @@ def test_cross_modal_zero3_on_two_processes_equals_zero2(tiny_dir, synth_dir, tm
                          "prompts_per_step": 4, "micro_batch_size": 2, "lr": 1e-3, "warmup_steps": 0,
                          "collective_timeout_s": 60}}
         (tmp_path / f"z{stage}.yaml").write_text(yaml.safe_dump(cfg))
-        _launch(tmp_path / f"z{stage}.yaml", _free_port())
+        _launch(tmp_path / f"z{stage}.yaml")
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         state = json.loads((out / "checkpoints" / "step_000001" / "trainer_state.json").read_text())
         # the exported checkpoint as a user loads it (ZeRO-2 and ZeRO-3 spell the file's keys differently)
@@ -189,8 +190,6 @@ def test_sft_on_two_processes_with_uneven_shards(tiny_dir, synth_dir, tmp_path):
     runs two micro-batches and rank 1 one (padded to two). Without the padding rank 0's second forward waits
     on rank 1 for ever (here: the 30 s collective timeout)."""
     import json
-    import subprocess
-    import sys
 
     import yaml
 
@@ -204,10 +203,7 @@ def test_sft_on_two_processes_with_uneven_shards(tiny_dir, synth_dir, tmp_path):
     cfg["train"] = {"engine": "deepspeed", "zero_stage": 3, "steps": 2, "prompts_per_step": 3, "micro_batch_size": 1,
                     "lr": 1e-3, "warmup_steps": 0, "eval_every": 2, "eval_samples": 4, "collective_timeout_s": 30}
     (tmp_path / "sft.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(_free_port()),
-           str(ROOT / "scripts" / "sft.py"), "--config", str(tmp_path / "sft.yaml")]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, start_new_session=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _launch(tmp_path / "sft.yaml", "sft.py")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     assert all(r["train/skipped"] == 0.0 and r["train/grad_norm"] > 0 for r in rows)

@@ -187,8 +187,11 @@ class DeepSpeedEngine(TrainingEngine):
             for k, v in m.items():
                 metrics[k] = metrics.get(k, 0.0) + float(v) / len(micro_batches)
         # each rank's loss is its share of the global mean times the number of ranks (the gradients are
-        # averaged over ranks), so the mean over ranks is the global loss, whatever the process count
-        total = self.all_reduce(torch.tensor([total], dtype=torch.float64)).item() / self.world_size
+        # averaged over ranks), so the mean over ranks is the global loss, whatever the process count; the
+        # micro-batch metrics (the same keys on every rank) are averaged over ranks alike
+        keys = sorted(metrics)
+        means = self.all_reduce(torch.tensor([total] + [metrics[k] for k in keys], dtype=torch.float64)) / self.world_size
+        total, metrics = means[0].item(), dict(zip(keys, means[1:].tolist()))
         if self.cfg.zero_stage == 0 and not self._grads_finite():
             return self._skip(total)
         lr = self.scheduler.get_last_lr()[0]
