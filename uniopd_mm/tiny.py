@@ -191,7 +191,8 @@ PRESETS = {
     **{f"{fam}-{sz}": Preset(fam, sz) for fam in FAMILIES for sz in ("student", "teacher")},
     "qwen2_vl-teacher-think": Preset("qwen2_vl", "teacher", template="think"),
     "qwen3-teacher-think": Preset("qwen3", "teacher", template="think"),
-    "qwen2-lm64": Preset("qwen2", "lm64"),
+    # head_dim 64 for vLLM's CPU backend (make test-vllm)
+    **{f"{fam}-lm64": Preset(fam, "lm64") for fam in ("qwen2",) + VL_FAMILIES},
     "qwen2-xtok": Preset("qwen2", "student", tokenizer="xtok"),
 }
 PRESET_GROUPS = {

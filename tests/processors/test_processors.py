@@ -39,10 +39,12 @@ def _official(family, path, samples, options, response_texts):
         convs.append(conv)
         texts.append(proc.apply_chat_template(conv, tokenize=False, add_generation_prompt=True) + resp)
     patch = 16 if family == "qwen3_vl" else 14
+    # the Qwen2.5-VL and Qwen3-VL cards pass the sampled frames' metadata (their processors time the frames with it)
+    timed = family in ("qwen2_5_vl", "qwen3_vl")
     images, videos, vkw = process_vision_info(convs, return_video_kwargs=True, image_patch_size=patch,
-                                              return_video_metadata=family == "qwen3_vl")
+                                              return_video_metadata=timed)
     kwargs = {}
-    if videos and family == "qwen3_vl":
+    if videos and timed:
         videos, metas = map(list, zip(*videos))
         kwargs = {"video_metadata": metas, **vkw}
     elif videos:
@@ -76,6 +78,33 @@ def test_training_batch_equals_official_processor(tiny_dir, synth_samples, tiny_
         assert ours["responses"][i][ours["response_mask"][i].bool()].tolist() == resp
     if modality == "video" and family == "qwen2_5_vl":
         assert "second_per_grid_ts" in ours
+
+
+@pytest.mark.parametrize("fps", [0.5, 2.0, 10.0])
+def test_qwen2_5_vl_seconds_per_temporal_patch_from_the_definition(tiny_dir, tiny_processor_options, tmp_path, fps):
+    """second_per_grid_ts = temporal_patch_size / sampled frames per second (Qwen2.5-VL's absolute-time rope).
+
+    A 4 s video, 40 frames at 10 fps. qwen-vl-utils (the model card's sampler) samples round(4 s * fps) frames, at
+    least 4 and a multiple of the temporal patch (2): fps 0.5 -> 4 frames over 4 s = 1 fps -> 2 / 1 = 2.0 s per patch;
+    fps 2 -> 8 frames, 2 fps -> 1.0; fps 10 -> all 40 frames, 10 fps -> 0.2. Before the frames' metadata reached
+    the processor, transformers assumed 24 fps and every case gave 2 / 24 = 0.0833."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from uniopd_mm.data import parse_record
+    from uniopd_mm.synthetic import write_video
+
+    frames = [Image.new("RGB", (56, 56), (6 * t, 100, 255 - 6 * t)) for t in range(40)]
+    write_video(frames, tmp_path / "clip.mp4", fps=10)
+    sample = parse_record({"id": "clip", "videos": ["clip.mp4"], "prompt": "What moves?", "answer": "x"},
+                          tmp_path / "data.jsonl", 1)
+    expected_frames, expected = {0.5: (4, 2.0), 2.0: (8, 1.0), 10.0: (40, 0.2)}[fps]
+    proc = make_processor("qwen2_5_vl", str(tiny_dir / "qwen2_5_vl-student"),
+                          options=replace(tiny_processor_options, fps=fps))
+    p = proc.encode_prompt(sample)
+    assert p.features["video_grid_thw"][0, 0].item() * 2 == expected_frames  # grid t = frames / temporal patch
+    assert p.features["second_per_grid_ts"].tolist() == pytest.approx([expected])
 
 
 @pytest.mark.parametrize("family", VL)

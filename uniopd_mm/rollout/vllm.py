@@ -23,9 +23,15 @@ SUPPRESS_BIAS = -100.0  # vLLM clamps logit biases to [-100, 100]: enough to nev
 
 
 def vllm_request(prompt) -> dict:
-    """One vLLM prompt from :class:`processors.PromptInputs`."""
+    """One vLLM prompt from :class:`processors.PromptInputs`.
+
+    NOTE: qwen-vl-utils has sized the images and frames already (our processors call the HF processor
+    with ``do_resize=False``); vLLM's HF processor call must not resize them again, or a video's frames
+    (budgeted over all frames by Qwen3-VL's video processor) come out smaller than the prompt we scored.
+    """
     if prompt.multi_modal_data:
-        return {"prompt": prompt.text, "multi_modal_data": {k: list(v) for k, v in prompt.multi_modal_data.items()}}
+        return {"prompt": prompt.text, "multi_modal_data": {k: list(v) for k, v in prompt.multi_modal_data.items()},
+                "mm_processor_kwargs": {"do_resize": False}}
     return {"prompt_token_ids": list(prompt.prompt_ids)}
 
 
