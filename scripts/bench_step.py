@@ -232,7 +232,7 @@ def main(argv=None) -> dict:
                  data_dir, progress=False)
     prompts = prompts_from(data_dir, 10**6)
     ours_kwargs = {"uniopd_mm": {}, "uniopd_mm reuse": {"reuse": True}, "uniopd_mm fast": {"reuse": True, "fast": True},
-                   "uniopd_mm vllm": {"reuse": True, "backend": "vllm"}}
+                   "uniopd_mm vllm": {"backend": "vllm"}}  # pi_old recomputed: vLLM log-probs cannot stand in for it
     trl = {"trl GKD": lambda: bench_gkd(args, prompts, args.out), "trl MiniLLM": lambda: bench_minillm(args, prompts, args.out)}
     names = args.trainers.split(",")
     unknown = [n for n in names if n not in ours_kwargs and n not in trl]

@@ -84,3 +84,17 @@ def test_every_field_documents_itself():
 
 def test_parse_overrides_nesting():
     assert parse_overrides(["a.b.c=1", "a.b.d=[1, 2]", "e=inf"]) == {"a": {"b": {"c": 1, "d": [1, 2]}}, "e": "inf"}
+
+
+def test_settings_a_backend_cannot_honour_are_refused():
+    """RECIPE 7: every backend computes log-probs under softmax(z / T) before truncation, or refuses."""
+    with pytest.raises(ConfigError, match=r"rollout\.reuse_logprobs: the vLLM backend"):
+        _tiny(["rollout.backend=vllm", "rollout.reuse_logprobs=true"])
+    _tiny(["rollout.backend=vllm"])  # pi_old recomputed: fine
+    for backend in ("vllm", "served"):
+        extra = ["teacher.url=http://127.0.0.1:1", "teacher.served_model_name=t"] if backend == "served" else []
+        with pytest.raises(ConfigError, match=rf"teacher\.backend: a {backend} teacher reads prompt log-probs at "
+                                              r"temperature 1, but rollout\.temperature=0\.7"):
+            _tiny([f"teacher.backend={backend}", "rollout.temperature=0.7", *extra])
+        _tiny([f"teacher.backend={backend}", *extra])  # temperature 1
+    _tiny(["teacher.backend=hf", "rollout.temperature=0.7"])

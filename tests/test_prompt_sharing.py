@@ -293,3 +293,28 @@ def test_text_prompts_on_a_vl_model_after_a_visual_forward(tiny_dir, synth_sampl
     with torch.no_grad():
         full, shared = response_logits(model, text), response_logits(model, text, share_prompts=True)
     assert (full - shared)[mask].abs().max() < 1e-4
+
+
+def test_hf_teacher_scores_at_the_rollout_temperature(tiny_dir, synth_samples):
+    """RECIPE 7 at T = 0.7: the teacher's log-probs are log softmax(z / 0.7) over the vocabulary less the
+    never-sampled ids, from a direct transformers forward."""
+    from transformers import AutoModelForCausalLM
+
+    from processors import make_processor
+    from uniopd_mm.teacher.hf import HFTeacher
+
+    path = str(tiny_dir / "qwen3-teacher")
+    proc = make_processor("text", path)
+    samples = [s for s in synth_samples if s.modality == "text"][:2]
+    responses = [[100, 101, 102, 103], [7, 8]]
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    got = HFTeacher(model, proc, temperature=0.7, device="cpu").score(samples, responses)
+    for i, (s, r) in enumerate(zip(samples, responses)):
+        ids = torch.tensor([proc.encode_prompt(s).prompt_ids + r])
+        with torch.no_grad():
+            z = model(input_ids=ids).logits[0, -len(r) - 1:-1].float()
+        z[:, proc.suppressed_token_ids] = float("-inf")
+        ref = torch.log_softmax(z / 0.7, -1).gather(-1, torch.tensor(r)[:, None])[:, 0]
+        assert torch.allclose(got.logprobs[i, : len(r)], ref, atol=1e-5)
+        at_one = torch.log_softmax(z, -1).gather(-1, torch.tensor(r)[:, None])[:, 0]
+        assert (got.logprobs[i, : len(r)] - at_one).abs().max() > 1e-2  # the temperature matters here

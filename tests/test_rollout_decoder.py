@@ -103,3 +103,33 @@ def test_a_training_step_with_the_static_decoder(tiny_dir, synth_dir, tmp_path):
     assert [r["step"] for r in rows] == [1, 2] and all(r["train/grad_norm"] > 0 for r in rows)
     # the decoder's own log-probs agree with the training engine's recomputation
     assert all(r["rollout/logprob_mismatch"] < 1e-4 for r in rows)
+
+
+def test_rollout_logprobs_under_truncation_are_the_whole_distributions(text_model):
+    """RECIPE 7: with top-k / top-p sampling on, the rollout's log-probs are still log softmax(z / T) over the whole
+    vocabulary less the suppressed ids (what the trainer recomputes), not the truncated, renormalised ones."""
+    from uniopd_mm.models import response_logprobs
+
+    model, proc, prompts = text_model
+    temp = 0.7
+    torch.manual_seed(0)
+    ro = HFRollout(model, proc).generate(prompts, SamplingParams(n=2, temperature=temp, top_p=0.5, top_k=5,
+                                                                 max_new_tokens=6))
+    ps = [prompts[i] for i in ro.prompt_index]
+    batch = proc.training_batch(ps, ro.responses)
+    with torch.no_grad():
+        trainer = response_logprobs(model, batch, proc.suppressed_token_ids, temp)["logprobs"]
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    width = batch["responses"].shape[1]
+    resp_logits = logits[:, -width - 1:-1]  # the logits that predict each response token
+    resp_logits[..., proc.suppressed_token_ids] = float("-inf")
+    by_hand = torch.log_softmax(resp_logits / temp, -1).gather(-1, batch["responses"][..., None])[..., 0]
+    for i, lp in enumerate(ro.logprobs):
+        n = len(lp)
+        assert torch.allclose(torch.tensor(lp), by_hand[i, :n], atol=1e-4)
+        assert torch.allclose(torch.tensor(lp), trainer[i, :n], atol=1e-4)
+    # and the two definitions differ here: the truncated, renormalised distribution gives other numbers
+    kept = filter_logits(resp_logits.reshape(-1, resp_logits.shape[-1]), temp, 5, 0.5).reshape(resp_logits.shape)
+    truncated = torch.log_softmax(kept, -1).gather(-1, batch["responses"][..., None])[..., 0]
+    gaps = [abs(x - truncated[i, t].item()) for i, lp in enumerate(ro.logprobs) for t, x in enumerate(lp)]
+    assert max(gaps) > 1e-2

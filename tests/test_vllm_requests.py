@@ -34,9 +34,25 @@ def test_requests_text_as_ids_and_visuals_as_text_plus_media(tiny_dir, synth_sam
     for kind in ("image", "video"):
         s = next(x for x in synth_samples if x.modality == kind)
         req = vllm_request(vl_proc.encode_prompt(s))
-        # the chat text keeps one placeholder per visual (vLLM expands it); the media are the processor's own
-        assert set(req) == {"prompt", "multi_modal_data"} and list(req["multi_modal_data"]) == [kind]
+        # the chat text keeps one placeholder per visual (vLLM expands it); the media are the processor's own,
+        # already sized: vLLM must not resize them again
+        assert set(req) == {"prompt", "multi_modal_data", "mm_processor_kwargs"} and list(req["multi_modal_data"]) == [kind]
+        assert req["mm_processor_kwargs"] == {"do_resize": False}
         assert req["prompt"].count("<|image_pad|>" if kind == "image" else "<|video_pad|>") == 1
+
+
+def test_timed_families_send_videos_with_their_frames_metadata(tiny_dir, synth_samples, tiny_processor_options):
+    """Qwen2.5-VL and Qwen3-VL: vLLM refuses a video without metadata; the frames are sampled already."""
+    from processors import make_processor
+
+    s = next(x for x in synth_samples if x.modality == "video")
+    for family in ("qwen2_5_vl", "qwen3_vl"):
+        proc = make_processor(family, str(tiny_dir / f"{family}-student"), options=tiny_processor_options)
+        (frames, meta), = vllm_request(proc.encode_prompt(s))["multi_modal_data"]["video"]
+        # the synthetic clips are 4 frames at 2 fps; at fps 2 every frame is kept
+        assert frames.shape[0] == 4 and frames.dtype.name == "uint8" and frames.shape[-1] == 3
+        assert meta["frames_indices"] == [0, 1, 2, 3] and meta["fps"] == 2.0 and meta["total_num_frames"] == 4
+        assert meta["duration"] == 2.0 and meta["do_sample_frames"] is False
 
 
 def test_sampling_kwargs():
@@ -46,6 +62,21 @@ def test_sampling_kwargs():
                   "logit_bias": {11: SUPPRESS_BIAS, 12: SUPPRESS_BIAS}, "seed": 3}
     greedy = sampling_kwargs(SamplingParams(n=1, temperature=0.7, top_p=0.9, top_k=20, greedy=True), [2], [])
     assert (greedy["temperature"], greedy["top_p"], greedy["top_k"]) == (0.0, 1.0, 0) and "logit_bias" not in greedy
+
+
+def test_vllm_logprobs_are_the_recipe_quantity_only_without_truncation():
+    """RECIPE 7: log-probs before top-k / top-p truncation. vLLM's processed log-probs are that only when
+    nothing is truncated; otherwise the rollout reports NaN (the trainer recomputes pi_old anyway)."""
+    from uniopd_mm.rollout.vllm import exact_logprobs
+
+    assert exact_logprobs(SamplingParams(temperature=0.7))
+    assert not exact_logprobs(SamplingParams(top_p=0.9)) and not exact_logprobs(SamplingParams(top_k=20))
+    assert exact_logprobs(SamplingParams(top_p=0.9, top_k=20, greedy=True))  # greedy samples untruncated argmax
+    req = [SimpleNamespace(outputs=[SimpleNamespace(index=0, token_ids=[7, 2], logprobs=[
+        {7: SimpleNamespace(logprob=-0.5)}, {2: SimpleNamespace(logprob=-0.1)}], finish_reason="stop")])]
+    assert parse_outputs(req, [2]).logprobs == [[-0.5, -0.1]]
+    truncated = parse_outputs(req, [2], exact=False)
+    assert truncated.responses == [[7, 2]] and all(x != x for x in truncated.logprobs[0])
 
 
 def test_parse_outputs_orders_by_prompt_then_index():

@@ -160,7 +160,7 @@ class RolloutConfig:
     reuse_logprobs: bool = cfg(False, "take pi_old from the rollout engine's own log-probs instead of a second "
                                       "forward pass (the HF engine samples from the training weights with the same "
                                       "suppression and temperature, so they agree to ~1e-7; rollout/logprob_mismatch "
-                                      "is then not measured)")
+                                      "is then not measured). Refused with backend vllm (other kernels)")
 
 
 @dataclass(kw_only=True)
@@ -309,6 +309,20 @@ class Config:
                 raise ConfigError(f"data.mixture: teacher {entry.teacher!r} of {entry.path} is not in teachers {sorted(names)}")
         if self.data.default_teacher is not None and self.data.default_teacher not in names:
             raise ConfigError(f"data.default_teacher: {self.data.default_teacher!r} is not in teachers {sorted(names)}")
+        # RECIPE 7 (Temperature): every log-prob is under softmax(z / T) at the rollout temperature over the
+        # whole vocabulary less the never-sampled tokens; a backend that cannot compute it refuses the setting
+        if self.rollout.backend == "vllm" and self.rollout.reuse_logprobs:
+            raise ConfigError("rollout.reuse_logprobs: the vLLM backend's log-probs come from other kernels than the "
+                              "training engine's (and, with top_p < 1 or top_k > 0, from the truncated distribution), so "
+                              "they cannot stand in for pi_old; set rollout.reuse_logprobs=false")
+        if self.rollout.temperature != 1.0:
+            for name, t in self.teacher_registry.items():
+                if t.backend in ("vllm", "served"):
+                    field = "teacher" if self.teacher is not None else f"teachers.{name}"
+                    raise ConfigError(
+                        f"{field}.backend: a {t.backend} teacher reads prompt log-probs at temperature 1, but "
+                        f"rollout.temperature={self.rollout.temperature:g} asks for softmax(z / "
+                        f"{self.rollout.temperature:g}); use backend hf for this teacher, or rollout.temperature=1")
 
     @property
     def teacher_registry(self) -> dict[str, "TeacherConfig"]:

@@ -499,12 +499,15 @@ class Trainer:
                     ratio_keep) -> dict[str, float]:
         tok = response_mask.sum().item()
         rollout_lp = pad_rows(ro.logprobs)[:, : old.shape[1]]
+        finite = torch.isfinite(rollout_lp) & response_mask.bool()
         counted = loss_mask.bool()
         return {
             "sum_rkl": ((old - teacher_lp) * counted).sum().item(), "n_counted": counted.sum().item(),
             "n_tokens": tok, "n_resp": float(len(responses)),
             "n_truncated": float(sum(not f for f in ro.finished)),
-            "mismatch": ((rollout_lp - old).abs() * response_mask).sum().item(),
+            # the rollout engine's own log-probs, where it gives them (NaN: not RECIPE 7's quantity)
+            "mismatch": torch.where(finite, (rollout_lp - old).abs(), torch.zeros_like(old)).sum().item(),
+            "n_mismatch": finite.sum().item(),
             "n_failed": float((ok == 0).sum().item()),
             "n_correct": float(sum(c is True for c in correct)), "n_verified": float(sum(c is not None for c in correct)),
             # tokens of scored responses left out of the loss: by the log-ratio mask alone, and by any mask
@@ -527,11 +530,11 @@ class Trainer:
             "response/length_mean": g["n_tokens"] / max(g["n_resp"], 1.0),
             "response/truncated_frac": g["n_truncated"] / max(g["n_resp"], 1.0),
             "response/tokens": g["n_tokens"],
-            "rollout/logprob_mismatch": g["mismatch"] / max(g["n_tokens"], 1.0),
+            "rollout/logprob_mismatch": g["mismatch"] / max(g["n_mismatch"], 1.0),
             "reward/accuracy": g["n_correct"] / max(g["n_verified"], 1.0),
             "reward/verified_frac": g["n_verified"] / max(g["n_resp"], 1.0),
         }
-        if self.cfg.rollout.reuse_logprobs:  # pi_old is the rollout's own log-probs: nothing to compare
+        if self.cfg.rollout.reuse_logprobs or not g["n_mismatch"]:  # nothing to compare
             del out["rollout/logprob_mismatch"]
         return out
 

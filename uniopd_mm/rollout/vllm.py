@@ -4,7 +4,8 @@ Requests are built from the processors' :class:`PromptInputs`: text-only prompts
 prompts with images or video go in as the chat-template text plus ``multi_modal_data`` (vLLM expands
 the vision placeholders itself, from the same images and frames our processors read). Returned
 log-probs are vLLM's processed ones (after temperature and the logit bias that suppresses vision
-placeholders), the quantity the trainer computes. ``sync_weights`` loads the training engine's weights
+placeholders), the quantity the trainer computes (RECIPE 7), or NaN when top-k / top-p truncation makes
+them another quantity. ``sync_weights`` loads the training engine's weights
 into the running model (parameter by parameter, so ZeRO-3 can gather one at a time); ``sleep`` /
 ``wake_up`` free the engine's memory during the update when it was built with ``enable_sleep_mode``.
 
@@ -52,14 +53,26 @@ def sampling_kwargs(params: SamplingParams, eos_ids: Iterable[int], suppressed: 
     return kw
 
 
-def parse_outputs(outputs, eos_ids: Iterable[int]) -> RolloutOutput:
-    """RolloutOutput (prompt-major) from vLLM ``RequestOutput`` objects, one per prompt in order."""
+def exact_logprobs(params: SamplingParams) -> bool:
+    """Whether vLLM's processed log-probs are RECIPE 7's quantity for these sampling settings.
+
+    vLLM computes them after temperature and the logit bias (the suppressed vision placeholders) and,
+    when top-k or top-p is on, after truncating and renormalising the distribution; RECIPE 7 defines
+    every log-prob before truncation. With truncation on, the rollout reports NaN instead (the trainer
+    recomputes pi_old in any case, and then leaves ``rollout/logprob_mismatch`` out).
+    """
+    return params.greedy or (params.top_p >= 1.0 and not params.top_k)
+
+
+def parse_outputs(outputs, eos_ids: Iterable[int], exact: bool = True) -> RolloutOutput:
+    """RolloutOutput (prompt-major) from vLLM ``RequestOutput`` objects, one per prompt in order; log-probs
+    are NaN where ``exact`` is False (see ``exact_logprobs``)."""
     eos = set(eos_ids)
     out = RolloutOutput([], [], [], [])
     for i, req in enumerate(outputs):
         for comp in sorted(req.outputs, key=lambda c: c.index):
             ids = list(comp.token_ids)
-            lps = [float(step[tok].logprob) if step and tok in step else float("nan")
+            lps = [float(step[tok].logprob) if exact and step and tok in step else float("nan")
                    for tok, step in zip(ids, comp.logprobs or [None] * len(ids))]
             out.responses.append(ids)
             out.logprobs.append(lps)
@@ -88,7 +101,7 @@ class VLLMRollout(RolloutEngine):
         self._step += 1
         sp = VSP(**sampling_kwargs(params, proc.eos_token_ids, proc.suppressed_token_ids, self.seed + self._step))
         outs = self.llm.generate([vllm_request(p) for p in prompts], sp, use_tqdm=False)
-        return parse_outputs(outs, proc.eos_token_ids)
+        return parse_outputs(outs, proc.eos_token_ids, exact_logprobs(params))
 
     def sync_weights(self, state_dict_iter=None) -> None:
         """Loads ``(name, tensor)`` pairs (Hugging Face names) into the running model, in place, through the
