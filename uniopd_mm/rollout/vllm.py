@@ -112,6 +112,11 @@ class VLLMRollout(RolloutEngine):
         # the in-process worker consumes the iterator, so ZeRO-3 gathers one parameter at a time
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(state_dict_iter)})
         self.llm.reset_prefix_cache()
+        # NOTE: vLLM caches vision-tower outputs per image / video; after new weights they are stale (and vLLM
+        # 0.32's scheduler and runner then disagree about what is cached: "Encoder cache miss")
+        engine = getattr(self.llm, "llm_engine", None)
+        if hasattr(engine, "reset_encoder_cache"):
+            engine.reset_encoder_cache()
 
     def sleep(self) -> None:
         if self.sleep_mode:

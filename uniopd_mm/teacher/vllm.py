@@ -114,7 +114,9 @@ class VLLMTeacher(PromptLogprobTeacher):
     def _request(self, prompt, body):
         if prompt.multi_modal_data:
             ids = self.processor.tokenizer(prompt.text, add_special_tokens=False)["input_ids"] + body
-            return {"prompt_token_ids": ids, "multi_modal_data": dict(prompt.multi_modal_data)}
+            # the visuals are sized already (see rollout.vllm.vllm_request)
+            return {"prompt_token_ids": ids, "multi_modal_data": dict(prompt.multi_modal_data),
+                    "mm_processor_kwargs": {"do_resize": False}}
         return {"prompt_token_ids": list(prompt.prompt_ids) + body}
 
     def _score_batch(self, requests):
