@@ -2,6 +2,7 @@
 
     python eval/run.py --model PATH [--family qwen2_5_vl] --benchmarks mathvision,chartqa,... \
         --data-dir DIR [--backend hf --n K --temperature T --max-new-tokens N --batch-size B --limit L] --out DIR
+    python eval/run.py --model PATH --backend vllm --vllm max_model_len=8192 --vllm dtype=bfloat16 ...
 
 ``--benchmarks all`` runs every benchmark whose files are present. Each benchmark reads
 DIR/<name>/ (see ``--list`` for the files expected); nothing is downloaded. Writes predictions,
@@ -29,7 +30,11 @@ def main(argv=None) -> int:
     ap.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "text"])
     ap.add_argument("--benchmarks", default="synthetic", help=f"comma-separated, or all: {', '.join(BENCHMARKS)}")
     ap.add_argument("--data-dir", type=Path, default=Path("data/benchmarks"))
-    ap.add_argument("--backend", default="hf", choices=["hf"], help="generation backend (vLLM: not yet)")
+    ap.add_argument("--backend", default="hf", choices=["hf", "vllm"],
+                    help="generation backend: HF generate, or vLLM (batched; images and video; needs vllm installed)")
+    ap.add_argument("--vllm", action="append", default=[], metavar="KEY=VALUE",
+                    help="a vllm.LLM argument, repeatable: max_model_len=8192, dtype=bfloat16, "
+                         "gpu_memory_utilization=0.85, tensor_parallel_size=2, enforce_eager=true")
     ap.add_argument("--n", type=int, default=None, help="samples per prompt (default: the paper's avg@k per benchmark)")
     ap.add_argument("--temperature", type=float, default=None, help="0 = greedy (default: per benchmark)")
     ap.add_argument("--top-p", type=float, default=1.0)
@@ -55,7 +60,18 @@ def main(argv=None) -> int:
     settings = EvalSettings(n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                             batch_size=args.batch_size, limit=args.limit)
     options = {"image_max_pixels": args.max_pixels} if args.max_pixels else {}
-    result = run_eval(args.model, args.family, names, args.data_dir, args.out, settings, options, not args.quiet)
+    vllm_kwargs = {}
+    for item in args.vllm:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            ap.error(f"--vllm {item!r}: expected KEY=VALUE")
+        import yaml
+
+        vllm_kwargs[key.strip()] = yaml.safe_load(value)
+    if vllm_kwargs and args.backend != "vllm":
+        ap.error("--vllm applies to --backend vllm")
+    result = run_eval(args.model, args.family, names, args.data_dir, args.out, settings, options, not args.quiet,
+                      backend=args.backend, vllm_kwargs=vllm_kwargs)
     print((args.out / "report.md").read_text())
     print(f"wrote {args.out / 'scores.json'}, {args.out / 'report.md'}, {args.out / 'report.png'}")
     return 1 if result["missing"] else 0

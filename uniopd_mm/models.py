@@ -77,13 +77,17 @@ def load_processor(cfg: ModelConfig):
                           chat_template_kwargs=cfg.chat_template_kwargs)
 
 
-def load_frozen(path, family: str, processor_options: dict | None = None):
-    """(frozen model, processor) of a checkpoint outside any experiment config (eval, demo, scripts)."""
-    from .config import ModelConfig
+def frozen_config(path, family: str, processor_options: dict | None = None) -> ModelConfig:
+    """The ModelConfig of a checkpoint outside any experiment config (eval, demo, scripts)."""
     from .config_base import from_dict
 
-    cfg = from_dict(ModelConfig, {"path": str(path), "family": family, "processor": processor_options or {}},
-                    prefix="model")
+    return from_dict(ModelConfig, {"path": str(path), "family": family, "processor": processor_options or {}},
+                     prefix="model")
+
+
+def load_frozen(path, family: str, processor_options: dict | None = None):
+    """(frozen model, processor) of a checkpoint outside any experiment config (eval, demo, scripts)."""
+    cfg = frozen_config(path, family, processor_options)
     return load_model(cfg, frozen=True), load_processor(cfg)
 
 

@@ -148,3 +148,36 @@ def test_trainer_with_vllm_rollout_on_image_and_video(models, data, tmp_path):
     assert len(rows) == 3 and all(r["train/grad_norm"] > 0 for r in rows)
     assert all(r["rollout/logprob_mismatch"] < 1e-4 for r in rows), [r["rollout/logprob_mismatch"] for r in rows]
     assert rows[0]["opd/reverse_kl"] != rows[-1]["opd/reverse_kl"]
+
+
+def test_eval_with_the_vllm_backend_equals_hf_greedy_and_resumes(models, data, tmp_path):
+    """eval/run.py --backend vllm on image and video questions: greedy predictions equal --backend hf's; n
+    samples per prompt in the same predictions format; a rerun generates nothing new."""
+    from uniopd_mm.synthetic import SyntheticSpec, generate
+
+    root = HERE.parents[1]
+    bench = tmp_path / "bench"
+    generate(SyntheticSpec(n_train=2, n_test=6, domains=("shapes-color", "video-color"), levels=(0,)),
+             bench / "synthetic", progress=False)
+    vllm = ["--backend", "vllm", "--vllm", "enforce_eager=true", "--vllm", "max_model_len=2048", "--vllm", "dtype=float32"]
+
+    def evaluate(out, *extra):
+        cmd = [sys.executable, str(root / "eval" / "run.py"), "--model", str(models / "qwen2_vl-lm64"), "--family",
+               "qwen2_vl", "--benchmarks", "synthetic", "--data-dir", str(bench), "--out", str(out), "--quiet",
+               "--max-new-tokens", "8", "--max-pixels", "50176", *extra]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return {r["id"]: r for r in map(json.loads, (out / "synthetic" / "predictions.jsonl").read_text().splitlines())}
+
+    greedy = ["--n", "1", "--temperature", "0"]
+    hf, v = evaluate(tmp_path / "hf", *greedy), evaluate(tmp_path / "vllm", *greedy, *vllm)
+    assert set(hf) == set(v) and len(v) == 6
+    assert {r["domain"] for r in v.values()} == {"shapes-color", "video-color"}
+    assert all(v[i]["responses"] == hf[i]["responses"] and v[i]["scores"] == hf[i]["scores"] for i in hf)
+    sampled = evaluate(tmp_path / "k2", "--n", "2", "--temperature", "1.0", *vllm)
+    assert all(r["k"] == 2 and len(r["responses"]) == 2 and len(r["scores"]) == 2 for r in sampled.values())
+    lines = (tmp_path / "k2" / "synthetic" / "predictions.jsonl").read_text()
+    evaluate(tmp_path / "k2", "--n", "2", "--temperature", "1.0", *vllm)  # every id is scored: nothing new
+    assert (tmp_path / "k2" / "synthetic" / "predictions.jsonl").read_text() == lines
+    scores = json.loads((tmp_path / "k2" / "scores.json").read_text())
+    assert scores["backend"] == "vllm" and scores["benchmarks"]["synthetic"]["k"] == 2

@@ -47,11 +47,12 @@ def extracted(response: str) -> str | None:
     return final_answer(response) if ("\\boxed" in response or "<answer>" in response) else short_answer(response)
 
 
-def run_benchmark(bench, model, processor, data_dir: Path, out: Path, settings: EvalSettings,
+def run_benchmark(bench, make_rollout, processor, data_dir: Path, out: Path, settings: EvalSettings,
                   progress: bool = True) -> dict:
+    """``make_rollout(n)``: the generation engine for n samples per prompt (HF generate, or one vLLM engine)."""
     from tqdm import tqdm
 
-    from uniopd_mm.rollout import SamplingParams, make_rollout_engine
+    from uniopd_mm.rollout import SamplingParams
 
     samples = bench.load_samples(data_dir, settings.limit)
     n = settings.n or bench.n
@@ -70,7 +71,7 @@ def run_benchmark(bench, model, processor, data_dir: Path, out: Path, settings: 
             if row.get("k") == n:
                 done[row["id"]] = row
     todo = [s for s in samples if s.id not in done]
-    rollout = make_rollout_engine("hf", model=model, processor=processor, batch_size=settings.batch_size * n)
+    rollout = make_rollout(n) if todo else None  # a finished benchmark starts no engine
     params = SamplingParams(n=n, temperature=max(temperature, 1e-6), top_p=settings.top_p, max_new_tokens=max_new,
                             greedy=temperature == 0.0)
     bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"eval {bench.name}", disable=not progress)
@@ -113,19 +114,45 @@ def run_benchmark(bench, model, processor, data_dir: Path, out: Path, settings: 
             "notes": bench.notes}
 
 
+def rollout_factory(backend: str, model_path, processor, settings: EvalSettings, processor_options=None,
+                    vllm_kwargs: dict | None = None):
+    """``make_rollout(n)`` for ``run_benchmark``: HF generate on the model loaded once (``batch_size`` prompts,
+    n samples each, per generate call), or one vLLM engine for the whole run (it batches by itself)."""
+    from uniopd_mm.rollout import make_rollout_engine
+
+    if backend == "vllm":
+        engines = []  # started on first use, then shared by every benchmark
+
+        def vllm_engine(n):
+            if not engines:
+                engines.append(make_rollout_engine("vllm", model_path=str(model_path), processor=processor,
+                                                   **(vllm_kwargs or {})))
+            return engines[0]
+
+        return vllm_engine
+    if backend != "hf":
+        raise ValueError(f"unknown backend {backend!r}; known: hf, vllm")
+    from uniopd_mm.models import frozen_config, load_model
+
+    model = load_model(frozen_config(model_path, processor.family, processor_options), frozen=True)
+    return lambda n: make_rollout_engine("hf", model=model, processor=processor, batch_size=settings.batch_size * n)
+
+
 def run_eval(model_path: str, family: str, benchmarks: list[str], data_dir: Path, out: Path,
-             settings: EvalSettings, processor_options: dict | None = None, progress: bool = True) -> dict:
+             settings: EvalSettings, processor_options: dict | None = None, progress: bool = True,
+             backend: str = "hf", vllm_kwargs: dict | None = None) -> dict:
     """Loads the model once and runs each benchmark; a benchmark with missing data is reported and skipped."""
-    from uniopd_mm.models import load_frozen
+    from uniopd_mm.models import frozen_config, load_processor
 
     unknown = [b for b in benchmarks if b not in BENCHMARKS]
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
     out.mkdir(parents=True, exist_ok=True)
-    model, processor = load_frozen(model_path, family, processor_options)
+    processor = load_processor(frozen_config(model_path, family, processor_options))
+    make_rollout = rollout_factory(backend, model_path, processor, settings, processor_options, vllm_kwargs)
     scores_path = out / "scores.json"
     result = json.loads(scores_path.read_text()) if scores_path.exists() else {}
-    result.update({"model": str(model_path), "family": family, "date": time.strftime("%Y-%m-%d"),
+    result.update({"model": str(model_path), "family": family, "backend": backend, "date": time.strftime("%Y-%m-%d"),
                    "machine": f"{os.cpu_count()} CPU cores"})
     result.setdefault("benchmarks", {})
     missing = {}
@@ -133,7 +160,7 @@ def run_eval(model_path: str, family: str, benchmarks: list[str], data_dir: Path
     for name in benchmarks:
         bench = BENCHMARKS[name]
         try:
-            result["benchmarks"][name] = run_benchmark(bench, model, processor, data_dir, out, settings, progress)
+            result["benchmarks"][name] = run_benchmark(bench, make_rollout, processor, data_dir, out, settings, progress)
         except MissingData as err:
             missing[name] = str(err)
             print(err)
