@@ -42,6 +42,9 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=16, help="prompts per generate call")
     ap.add_argument("--limit", type=int, default=None, help="first N records of each benchmark")
     ap.add_argument("--max-pixels", type=int, default=None, help="image pixel budget (processor image_max_pixels)")
+    ap.add_argument("--lenient", action="store_true",
+                    help="ChartQA / DocVQA / InfoVQA: score the extracted short answer (last line, no 'Answer:') instead "
+                         "of the raw response as lmms-eval does; reported as <name>_lenient, not comparable with papers")
     ap.add_argument("--out", type=Path, default=Path("runs/eval"))
     ap.add_argument("--list", action="store_true", help="list the benchmarks, their sources and expected files")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -58,7 +61,7 @@ def main(argv=None) -> int:
     if not names:
         ap.error(f"no benchmark data under {args.data_dir} (see --list)")
     settings = EvalSettings(n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-                            batch_size=args.batch_size, limit=args.limit)
+                            batch_size=args.batch_size, limit=args.limit, lenient=args.lenient)
     options = {"image_max_pixels": args.max_pixels} if args.max_pixels else {}
     vllm_kwargs = {}
     for item in args.vllm:

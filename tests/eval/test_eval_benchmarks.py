@@ -147,24 +147,53 @@ def test_missing_data_names_the_files_and_the_place(tmp_path):
 
 
 # -- scorers by hand -----------------------------------------------------------------------------------------
+# The verdicts of the official evaluators, worked by hand from their code: the RRC DocVQA script's ANLS (also
+# lmms-eval's ``anls``) and pix2struct's ``relaxed_correctness`` (also lmms-eval's ChartQA). Where the scorer
+# used before differed, the comment says what it gave.
 @pytest.mark.parametrize("pred, answers, expected", [
     ("May 1", ["May 1"], 1.0),
     ("hellp", ["hello"], 0.8),             # 1 edit / 5 characters
     ("  The CAT ", ["the cat"], 1.0),      # case and outer spaces do not count
-    ("abcd", ["abxy"], 0.0),               # NL = 0.5 is not below the 0.5 threshold
+    ("abcd", ["abxy"], 0.5),               # NL = 2 / 4 = 0.5: 1 - NL is not below 0.5 (before: 0)
     ("abcde", ["abxde"], 0.8),
     ("xyz", ["abc", "xyw"], 2 / 3),        # the best reference counts
+    ("Co.", ["Co."], 1.0),                 # nothing is stripped from the prediction (before: 0.667)
+    ("Co", ["Co."], 2 / 3),                # 1 edit / 3
+    ("A   B x", ["a b"], 1 - 2 / 7),       # distance on normalised strings (2), length of the raw ones (7)
+    ("Answer: May 1", ["May 1"], 0.0),     # the raw response: 8 edits / 13 -> 0.385 < 0.5 (before: 1.0)
+    ("", [""], 1.0),                       # no characters: the script's `0.0 if length == 0` gives NL 0
 ])
-def test_anls(pred, answers, expected):
+def test_anls_as_the_rrc_script(pred, answers, expected):
     assert scorers.anls(pred, answers) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("pred, target, expected", [
     ("105", "100", 1.0), ("95", "100", 1.0), ("105.1", "100", 0.0), ("94.9", "100", 0.0),  # the 5% boundary
-    ("0", "0", 1.0), ("0.01", "0", 0.0), ("12%", "0.12", 1.0), ("Yes", "yes", 1.0), ("No", "yes", 0.0),
+    ("1.05", "1", 0.0),    # |1.05 - 1| / 1 = 0.05000000000000004 in floats: past the boundary (before: 1.0)
+    ("0", "0", 1.0), ("0.0", "0", 0.0),  # a zero target is compared as strings (before: 0.0 scored 1.0)
+    ("12%", "0.12", 1.0), ("Yes", "yes", 1.0), ("No", "yes", 0.0),
+    ("2 0", "20", 0.0), ("1,5", "15", 0.0), ("$20", "20", 0.0),  # nothing is removed (before: 1.0 each)
+    (" 20", "20", 1.0),    # float() itself ignores surrounding spaces
 ])
-def test_relaxed_accuracy(pred, target, expected):
+def test_relaxed_accuracy_as_pix2struct(pred, target, expected):
     assert scorers.relaxed_accuracy(pred, target) == expected
+
+
+def test_lenient_scoring_is_an_option_under_its_own_name():
+    from uniopd_mm.evalsuite.runner import EvalSettings, result_name
+
+    from uniopd_mm.data import Sample
+
+    doc, chart = BENCHMARKS["docvqa"], BENCHMARKS["chartqa"]
+
+    rec = Sample(id="1", messages=[], answer="May 1", meta={"answers": ["May 1"]})
+    assert doc.score("Answer: May 1", rec) == 0.0 and doc.lenient("Answer: May 1", rec) == 1.0
+    assert chart.score("2 0", Sample(id="2", messages=[], answer="20")) == 0.0
+    assert chart.lenient("Answer: 2 0", Sample(id="2", messages=[], answer="20")) == 1.0
+    assert result_name(doc, EvalSettings(lenient=True)) == "docvqa_lenient"
+    assert result_name(doc, EvalSettings()) == "docvqa"
+    assert result_name(BENCHMARKS["mathvision"], EvalSettings(lenient=True)) == "mathvision"  # no lenient variant
+    assert (doc.max_new_tokens, chart.max_new_tokens, BENCHMARKS["ai2d"].max_new_tokens) == (32, 16, 16)
 
 
 @pytest.mark.parametrize("response", ["B", "(B)", "B.", "Answer: B", "The answer is (B).", "\\boxed{B}", "**B**",

@@ -51,6 +51,7 @@ class Benchmark:
     max_new_tokens: int = 2048
     notes: str = ""
     options: dict = field(default_factory=dict)
+    lenient: Callable[[str, Sample], float] | None = None  # --lenient: the looser answer extraction, own name
 
     def files(self, data_dir: Path) -> list[Path]:
         root = Path(data_dir) / self.name
@@ -393,15 +394,20 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
               load_logicvista, lambda r, s: scorers.choice_set(r, s.answer), "logic"),
     Benchmark("visulogic", "VisuLogic/VisuLogic (data.jsonl and images/)", ["*.jsonl", "**/*.parquet"], load_visulogic,
               lambda r, s: scorers.choice(r, s.answer), "logic"),
+    # max_new_tokens as lmms-eval's tasks: 16 for AI2D and ChartQA, 32 for DocVQA and InfographicVQA
     Benchmark("ai2d", "lmms-lab/ai2d (test Parquet)", ["**/*.parquet"], load_ai2d,
-              lambda r, s: scorers.choice(r, s.answer, s.meta["options"]), "documents", max_new_tokens=64),
+              lambda r, s: scorers.choice(r, s.answer, s.meta["options"]), "documents", max_new_tokens=16),
+    # the raw response, scored as lmms-eval does (pix2struct's relaxed correctness; the RRC script's ANLS)
     Benchmark("chartqa", "lmms-lab/ChartQA (test Parquet)", ["**/*.parquet"], load_chartqa,
-              lambda r, s: scorers.relaxed_accuracy(scorers.short_answer(r), s.answer), "documents", max_new_tokens=64),
+              lambda r, s: scorers.relaxed_accuracy(r, s.answer), "documents", max_new_tokens=16,
+              lenient=lambda r, s: scorers.relaxed_accuracy(scorers.short_answer(r).replace(" ", ""), s.answer)),
     Benchmark("docvqa", "lmms-lab/DocVQA, config DocVQA (validation Parquet)", ["**/*.parquet"], load_docvqa,
-              lambda r, s: scorers.anls(scorers.short_answer(r), s.meta["answers"]), "documents", max_new_tokens=64),
+              lambda r, s: scorers.anls(r, s.meta["answers"]), "documents", max_new_tokens=32,
+              lenient=lambda r, s: scorers.anls(scorers.short_answer(r), s.meta["answers"])),
     Benchmark("infovqa", "lmms-lab/DocVQA, config InfographicVQA (validation Parquet)", ["**/*.parquet"],
               lambda f, m: load_docvqa(f, m, "infovqa"),
-              lambda r, s: scorers.anls(scorers.short_answer(r), s.meta["answers"]), "documents", max_new_tokens=64),
+              lambda r, s: scorers.anls(r, s.meta["answers"]), "documents", max_new_tokens=32,
+              lenient=lambda r, s: scorers.anls(scorers.short_answer(r), s.meta["answers"])),
     Benchmark("aime24", "HuggingFaceH4/aime_2024 (Parquet) or any JSONL with problem/answer", ["**/*.parquet", "*.jsonl"],
               load_math_text("aime24"), lambda r, s: scorers.math(r, s.answer), "math", n=32, temperature=1.0,
               max_new_tokens=32768),

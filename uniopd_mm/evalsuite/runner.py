@@ -33,6 +33,7 @@ class EvalSettings:
     max_new_tokens: int | None = None
     batch_size: int = 16
     limit: int | None = None
+    lenient: bool = False  # the looser answer extraction where a benchmark has one (scored as <name>_lenient)
 
 
 def short(text: str | None, n: int = 200) -> str | None:
@@ -58,7 +59,8 @@ def run_benchmark(bench, make_rollout, processor, data_dir: Path, out: Path, set
     n = settings.n or bench.n
     temperature = bench.temperature if settings.temperature is None else settings.temperature
     max_new = settings.max_new_tokens or bench.max_new_tokens
-    bdir = out / bench.name
+    score = bench.lenient if settings.lenient and bench.lenient else bench.score
+    bdir = out / result_name(bench, settings)
     bdir.mkdir(parents=True, exist_ok=True)
     pred_path = bdir / "predictions.jsonl"
     done: dict[str, dict] = {}
@@ -96,7 +98,7 @@ def run_benchmark(bench, make_rollout, processor, data_dir: Path, out: Path, set
                 for j, s in enumerate(chunk):
                     texts = by_prompt[j]
                     row = {"id": s.id, "k": n, "responses": texts, "extracted": [short(extracted(t)) for t in texts],
-                           "scores": [float(bench.score(t, s)) for t in texts], "domain": s.domain,
+                           "scores": [float(score(t, s)) for t in texts], "domain": s.domain,
                            "answer": short(s.answer)}
                     fout.write(json.dumps(row) + "\n")
                     done[s.id] = row
@@ -112,6 +114,11 @@ def run_benchmark(bench, make_rollout, processor, data_dir: Path, out: Path, set
             "max_new_tokens": max_new, "group": bench.group, "rejected": sum(1 for r in rows if r.get("error")),
             "domains": {d: sum(v) / len(v) for d, v in sorted(domains.items())} if len(domains) > 1 else {},
             "notes": bench.notes}
+
+
+def result_name(bench, settings: EvalSettings) -> str:
+    """Where a benchmark's results go: its name, or ``<name>_lenient`` when scored with the looser extraction."""
+    return f"{bench.name}_lenient" if settings.lenient and bench.lenient else bench.name
 
 
 def rollout_factory(backend: str, model_path, processor, settings: EvalSettings, processor_options=None,
@@ -160,7 +167,8 @@ def run_eval(model_path: str, family: str, benchmarks: list[str], data_dir: Path
     for name in benchmarks:
         bench = BENCHMARKS[name]
         try:
-            result["benchmarks"][name] = run_benchmark(bench, make_rollout, processor, data_dir, out, settings, progress)
+            result["benchmarks"][result_name(bench, settings)] = run_benchmark(bench, make_rollout, processor, data_dir,
+                                                                               out, settings, progress)
         except MissingData as err:
             missing[name] = str(err)
             print(err)

@@ -1,12 +1,13 @@
 """Per-benchmark metrics as pure functions of (response, reference): each returns a score in [0, 1].
 
-- ``anls``: Average Normalized Levenshtein Similarity (DocVQA / InfoVQA; threshold 0.5), max over the
-  reference answers, case-insensitive, whitespace-stripped.
-- ``relaxed_accuracy``: ChartQA's relaxed correctness: numbers within 5% relative error of the target
-  (exact when the target is 0), else case-insensitive string equality.
+- ``anls``: Average Normalized Levenshtein Similarity as the DocVQA / InfographicVQA (RRC) script and
+  lmms-eval compute it (DocVQA, InfoVQA; threshold 0.5).
+- ``relaxed_accuracy``: ChartQA's relaxed correctness as pix2struct / lmms-eval compute it.
 - ``choice``: the option letter a response picks (``verifiers.extract.choice_letter``), compared with the
   gold letter; ``choice_set``: several letters ("A, C"), compared as sets (LogicVista).
 - ``math``: the final answer (boxed first) equal to the reference under math-verify.
+- ``short_answer``: the lenient extraction (a boxed / <answer> answer, else the last line without
+  "Answer:"); benchmarks apply it only with ``--lenient``, reported under their own name.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import re
 
 from uniopd_mm.verifiers import verify_math
-from uniopd_mm.verifiers.extract import choice_letter, final_answer, to_float
+from uniopd_mm.verifiers.extract import choice_letter, final_answer
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -31,29 +32,44 @@ def levenshtein(a: str, b: str) -> int:
 
 
 def anls(prediction: str, answers: list[str], threshold: float = 0.5) -> float:
-    """max over answers of 1 - NL(pred, ans), where NL = edit distance / max length; 0 when NL >= threshold."""
+    """ANLS of one prediction, as the RRC DocVQA script (and lmms-eval's ``anls`` metric) computes it:
+
+        NL(a) = edit distance(norm(a), norm(pred)) / max(len(a), len(pred))     norm: strip, lower, collapse spaces
+        score = 1 - min_a NL(a), set to 0 when it falls below ``threshold``
+
+    The lengths are the raw strings' (before normalisation); NL = 0.5 scores 0.5; nothing is stripped from the
+    prediction beyond surrounding spaces (a trailing "." counts as a character).
+    """
     pred = " ".join(prediction.strip().lower().split())
-    best = 0.0
-    for ans in answers:
-        gold = " ".join(str(ans).strip().lower().split())
-        length = max(len(pred), len(gold))
-        nl = levenshtein(pred, gold) / length if length else 0.0
-        best = max(best, 1.0 - nl if nl < threshold else 0.0)
-    return best
+    distances = []
+    for answer in answers:
+        answer = str(answer)
+        gold = " ".join(answer.strip().lower().split())
+        length = max(len(answer.upper()), len(prediction.upper()))
+        distances.append(0.0 if length == 0 else levenshtein(gold, pred) / length)
+    if not distances:
+        return 0.0
+    score = 1.0 - min(distances)
+    return score if score >= threshold else 0.0
 
 
-def _number(text: str) -> float | None:
-    return to_float(text.strip().rstrip(".").replace(" ", "")) if text else None
+def _pix2struct_float(text: str) -> float | None:
+    """pix2struct's ``_to_float``: ``float(text)``, or a percentage divided by 100; None otherwise."""
+    try:
+        return float(text.rstrip("%")) / 100.0 if text.endswith("%") else float(text)
+    except ValueError:
+        return None
 
 
 def relaxed_accuracy(prediction: str, target: str, tolerance: float = 0.05) -> float:
-    """1.0 when |pred - target| / |target| <= tolerance (numbers), or the strings match (case-insensitive)."""
-    pred, gold = _number(prediction), _number(target)
-    if pred is not None and gold is not None:
-        if gold == 0:
-            return float(pred == 0)
-        return float(abs(pred - gold) / abs(gold) <= tolerance + 1e-12)
-    return float(prediction.strip().lower() == target.strip().lower())
+    """ChartQA's relaxed correctness as pix2struct (and lmms-eval's ``relaxed_correctness``) computes it:
+    when both parse as floats and the target is non-zero, |pred - target| / |target| <= 5%; otherwise the
+    lowercased strings must be equal (so a target of 0 needs the same string). No spaces, "$" or "," are
+    removed: "2 0" is not 20."""
+    pred, gold = _pix2struct_float(prediction), _pix2struct_float(target)
+    if pred is not None and gold:
+        return float(abs(pred - gold) / abs(gold) <= tolerance)
+    return float(prediction.lower() == target.lower())
 
 
 def short_answer(response: str) -> str:
