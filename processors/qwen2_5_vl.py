@@ -12,4 +12,4 @@ from . import qwen2_vl
 
 class Processor(qwen2_vl.Processor):
     family = "qwen2_5_vl"
-    video_metadata = True
+    video_metadata_for_vllm = True

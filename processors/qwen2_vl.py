@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from uniopd_mm.data import CorruptImage, DataError, Sample, UndecodableVideo, check_media
+from uniopd_mm.data import DataError, Sample, check_media
 
 from .base import ModalityProcessor, PromptInputs
 
@@ -28,7 +28,8 @@ class Processor(ModalityProcessor):
     family = "qwen2_vl"
     is_multimodal = True
     image_patch_size = 14
-    video_metadata = False  # Qwen2.5-VL and Qwen3-VL take the sampled frames' metadata (their timing)
+    # vLLM needs each video's metadata where the model uses the timing (Qwen2.5-VL, Qwen3-VL)
+    video_metadata_for_vllm = False
 
     def _load(self) -> None:
         from transformers import AutoProcessor
@@ -56,29 +57,25 @@ class Processor(ModalityProcessor):
 
         try:
             return process_vision_info(
-                messages, return_video_kwargs=True, return_video_metadata=self.video_metadata,
+                messages, return_video_kwargs=True, return_video_metadata=True,
                 image_patch_size=self.image_patch_size,
             )
         except Exception as e:
-            check_media(sample)  # raises the specific CorruptImage / UndecodableVideo when it applies
-            cls = UndecodableVideo if sample.videos else CorruptImage
-            raise sample.error(cls, f"qwen-vl-utils could not read the visuals: {type(e).__name__}: {e}") from None
+            check_media(sample)  # raises MissingMedia / CorruptImage / UndecodableVideo for the file that failed
+            raise sample.error(DataError, f"qwen-vl-utils could not read the visuals, though each file opens: "
+                                          f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
 
     def processor_kwargs(self, images, videos, video_kwargs) -> dict:
+        """The HF processor's arguments: qwen-vl-utils' frames with each video's own metadata (sampled frame
+        indices, fps), so videos of one prompt may come at different rates.
+
+        NOTE: transformers 5.x ignores a plain ``fps`` keyword and assumes 24 fps (Qwen2.5-VL's
+        ``second_per_grid_ts`` was 2/24 whatever the video); the metadata is how the timing gets in."""
         if not videos:
             return {"images": images, "videos": None, "do_resize": False}
-        if self.video_metadata:  # qwen-vl-utils gave (frames, metadata) per video
-            frames, metadata = zip(*videos)
-            return {"images": images, "videos": list(frames), "video_metadata": list(metadata),
-                    "do_resize": False, **(video_kwargs or {}), **self.no_frame_cap()}
-        kwargs = dict(video_kwargs or {})
-        # NOTE: qwen-vl-utils returns one fps per video; transformers 5 takes a single float.
-        fps = kwargs.pop("fps", None)
-        if fps:
-            if len(set(fps)) > 1:
-                raise ValueError(f"videos of one prompt were sampled at different rates {fps}")
-            kwargs["fps"] = float(fps[0])
-        return {"images": images, "videos": videos, "do_resize": False, **kwargs, **self.no_frame_cap()}
+        frames, metadata = zip(*videos)
+        return {"images": images, "videos": list(frames), "video_metadata": list(metadata),
+                "do_resize": False, **(video_kwargs or {}), **self.no_frame_cap()}
 
     def no_frame_cap(self) -> dict:
         """``cap_pixels_per_frame=False`` where transformers' video processor has the option (5.2x).
@@ -97,8 +94,8 @@ class Processor(ModalityProcessor):
             images, videos, video_kwargs = None, None, {}
         else:
             images, videos, video_kwargs = self._fetch_visuals(self.vision_messages(messages), sample)
-        kwargs = self.processor_kwargs(images, videos, video_kwargs)
-        try:
+        try:  # NOTE: every processor failure leaves as a named data error (the callers catch DataError only)
+            kwargs = self.processor_kwargs(images, videos, video_kwargs)
             out = self.processor(text=[text], return_tensors="pt", **kwargs)
         except DataError:
             raise
@@ -118,8 +115,8 @@ class Processor(ModalityProcessor):
             # vLLM takes each video as (frames, metadata) where the model needs the timing (Qwen2.5-VL,
             # Qwen3-VL): the frames are sampled already, so vLLM must not sample again
             metadata = [{**m, "duration": m["total_num_frames"] / m["fps"], "do_sample_frames": False}
-                        for m in kwargs.get("video_metadata") or []]
-            mm_data["video"] = list(zip(frames, metadata)) if metadata else frames
+                        for m in kwargs["video_metadata"]]
+            mm_data["video"] = list(zip(frames, metadata)) if self.video_metadata_for_vllm else frames
         return PromptInputs(
             sample_id=sample.id, prompt_ids=ids, text=text, features=features,
             token_type_ids=tt[0].tolist() if tt is not None else [0] * len(ids), multi_modal_data=mm_data,

@@ -9,4 +9,4 @@ from . import qwen2_vl
 class Processor(qwen2_vl.Processor):
     family = "qwen3_vl"
     image_patch_size = 16
-    video_metadata = True
+    video_metadata_for_vllm = True

@@ -166,3 +166,68 @@ def test_teacher_and_student_prompt_caches_are_bounded(tiny_dir, synth_dir, tmp_
     t.train_step()  # 12 prompts drawn from 12 records
     teacher = t.teachers["default"]
     assert len(t.encode) == 3 and len(teacher.encode) == 3
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_encode_time_errors_name_the_file_that_failed(bad_dir, tiny_dir, tiny_processor_options, family):
+    """Files that go bad after loading: a deleted image in a record with a video is MissingMedia (not
+    CorruptImage, not UndecodableVideo), a deleted video likewise, a corrupt image in a record with a good
+    video is CorruptImage; each names its file."""
+    from processors import make_processor
+
+    proc = make_processor(family, str(tiny_dir / f"{family}-student"), options=tiny_processor_options)
+
+    def record(images, videos):
+        for name in images + videos:
+            shutil.copy(bad_dir / ("ok.png" if name.endswith(".png") else "ok.mp4"), bad_dir / name)
+        return D.parse_record({"id": "r", "prompt": "q", "images": images, "videos": videos}, bad_dir / "f.jsonl", 3)
+
+    s = record(["gone.png"], ["kept.mp4"])
+    (bad_dir / "gone.png").unlink()
+    with pytest.raises(D.MissingMedia, match="no such file: .*gone.png"):
+        proc.encode_prompt(s)
+    s = record(["kept.png"], ["gone.mp4"])
+    (bad_dir / "gone.mp4").unlink()
+    with pytest.raises(D.MissingMedia, match="gone.mp4"):
+        proc.encode_prompt(s)
+    s = record(["bad.png"], ["kept2.mp4"])
+    (bad_dir / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(D.CorruptImage, match="bad.png"):
+        proc.encode_prompt(s)
+
+
+def test_a_one_frame_video_is_named_for_its_frame_count(tmp_path):
+    from PIL import Image
+
+    from uniopd_mm.synthetic import write_video
+
+    write_video([Image.new("RGB", (56, 56), (200, 10, 10))], tmp_path / "one.mp4", fps=2)
+    rec = '{"id": "v1", "prompt": "q", "videos": ["one.mp4"], "answer": "x"}'
+    (tmp_path / "d.jsonl").write_text(rec + "\n")
+    log = D.RejectLog(tmp_path / "rejects.jsonl")
+    assert D.load_jsonl(tmp_path / "d.jsonl", strict=False, rejects=log) == []
+    assert log.counts == {"UndecodableVideo": 1}
+    reason = json.loads((tmp_path / "rejects.jsonl").read_text().splitlines()[0])
+    assert "has 1 frame(s); the Qwen-VL processors need at least 2" in json.dumps(reason)
+
+
+def test_two_videos_at_different_rates_in_one_prompt(tmp_path, tiny_dir, tiny_processor_options):
+    """Qwen2-VL and Qwen2.5-VL took one fps for all of a prompt's videos and raised a plain ValueError (which
+    stopped training and evaluation); each video now brings its own metadata. At fps 2, a 1 s clip of 4 frames
+    at 4 fps keeps its 4 frames (qwen-vl-utils' minimum): 4 fps sampled, 2 / 4 = 0.5 s per temporal patch for
+    Qwen2.5-VL; a 4 s clip of 8 frames at 2 fps keeps 8: 2 fps, 1.0 s."""
+    from PIL import Image
+
+    from processors import make_processor
+    from uniopd_mm.synthetic import write_video
+
+    frames = [Image.new("RGB", (56, 56), (10 * t, 80, 160)) for t in range(8)]
+    write_video(frames[:4], tmp_path / "fast.mp4", fps=4)
+    write_video(frames, tmp_path / "slow.mp4", fps=2)
+    s = D.parse_record({"id": "two", "prompt": "Which moves faster?", "videos": ["fast.mp4", "slow.mp4"]},
+                       tmp_path / "d.jsonl", 1)
+    for family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
+        p = make_processor(family, str(tiny_dir / f"{family}-student"), options=tiny_processor_options).encode_prompt(s)
+        assert p.features["video_grid_thw"][:, 0].tolist() == [2, 4], family  # 4 and 8 frames, 2 per patch
+        if family == "qwen2_5_vl":
+            assert p.features["second_per_grid_ts"].tolist() == pytest.approx([0.5, 1.0])

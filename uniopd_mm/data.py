@@ -286,9 +286,14 @@ def parse_record(rec: Any, path: str | Path = "<memory>", line: int | None = Non
 
 
 def check_media(sample: Sample) -> None:
-    """Decodes every image and opens every video of ``sample``; raises CorruptImage/UndecodableVideo."""
+    """Checks every image and video of ``sample`` in order and raises for the first that fails, with the class
+    of that file's fault: MissingMedia (no such file, e.g. deleted after loading), CorruptImage, or
+    UndecodableVideo (including a video too short for the Qwen-VL processors)."""
     from PIL import Image
 
+    for p in sample.images + sample.videos:
+        if not Path(p).is_file():
+            raise sample.error(MissingMedia, f"no such file: {p}")
     for p in sample.images:
         try:
             with Image.open(p) as im:
@@ -299,17 +304,25 @@ def check_media(sample: Sample) -> None:
         check_video(p, sample)
 
 
+MIN_VIDEO_FRAMES = 2  # qwen-vl-utils samples whole temporal patches of 2 frames
+
+
 def check_video(path: str, sample: Sample | None = None) -> None:
+    def fail(reason):
+        return sample.error(UndecodableVideo, reason) if sample else UndecodableVideo(reason)
+
     try:
         import decord
 
         vr = decord.VideoReader(path, num_threads=1)
-        if len(vr) == 0:
-            raise ValueError("no frames")
-        vr.get_batch([0, len(vr) - 1])
+        frames = len(vr)
+        if frames:
+            vr.get_batch([0, frames - 1])
     except Exception as e:
-        reason = f"cannot decode video {path}: {str(e).splitlines()[0][:200]}"
-        raise (sample.error(UndecodableVideo, reason) if sample else UndecodableVideo(reason)) from None
+        raise fail(f"cannot decode video {path}: {str(e).splitlines()[0][:200]}") from None
+    if frames < MIN_VIDEO_FRAMES:
+        raise fail(f"video {path} has {frames} frame(s); the Qwen-VL processors need at least {MIN_VIDEO_FRAMES} "
+                   "(one temporal patch)")
 
 
 def load_jsonl(path: str | Path, strict: bool = False, rejects: RejectLog | None = None,
