@@ -45,6 +45,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lenient", action="store_true",
                     help="ChartQA / DocVQA / InfoVQA: score the extracted short answer (last line, no 'Answer:') instead "
                          "of the raw response as lmms-eval does; reported as <name>_lenient, not comparable with papers")
+    ap.add_argument("--download", action="store_true",
+                    help="first fetch each named benchmark's public release from the Hugging Face Hub into "
+                         "DATA_DIR/<name>/ (resumable; HF_ENDPOINT / HF_TOKEN apply); without it nothing is fetched")
     ap.add_argument("--out", type=Path, default=Path("runs/eval"))
     ap.add_argument("--list", action="store_true", help="list the benchmarks, their sources and expected files")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -54,8 +57,20 @@ def main(argv=None) -> int:
             print(f"{b.name:14} {b.group:10} avg@{b.n:<3} T={b.temperature:<4} {b.source}; files: "
                   f"{args.data_dir / b.name}/{{{', '.join(b.patterns)}}}")
         return 0
+    if not args.model and not args.download:
+        ap.error("--model is required (or --download alone, to fetch the data only)")
+    if args.download:
+        from uniopd_mm.evalsuite.download import HUB_SOURCES, DownloadError, download
+
+        wanted = [b for b in BENCHMARKS if HUB_SOURCES.get(b)] if args.benchmarks == "all" \
+            else [b.strip() for b in args.benchmarks.split(",") if b.strip()]
+        for name in wanted:
+            try:
+                print(f"{name}: {download(name, args.data_dir, not args.quiet)}")
+            except DownloadError as err:
+                print(err)
     if not args.model:
-        ap.error("--model is required")
+        return 0
     names = [b for b in BENCHMARKS if BENCHMARKS[b].files(args.data_dir)] if args.benchmarks == "all" \
         else [b.strip() for b in args.benchmarks.split(",") if b.strip()]
     if not names:

@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import pickle
+import os
 import subprocess
 import sys
 import zlib
@@ -279,3 +280,36 @@ def test_eval_tiny_model_on_synthetic_writes_reports_and_resumes(tiny_dir, tmp_p
                           "student,teacher", "--out", str(tmp_path / "cmp")], capture_output=True, text=True, check=True)
     assert "| benchmark | group | student | teacher |" in res.stdout
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 1000
+
+
+# -- opt-in download, against a stand-in hub on 127.0.0.1 (never the network) ----------------------------------
+def test_download_fetches_resumes_and_says_when_offline(bench_dir, tmp_path, monkeypatch):
+    from fake_hub import FakeHub
+
+    from uniopd_mm.evalsuite.download import DownloadError
+
+    files = {"data/test-00000.parquet": (bench_dir / "chartqa" / "data" / "test-00000.parquet").read_bytes(),
+             "README.md": b"not wanted"}
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    with FakeHub({"lmms-lab/ChartQA": files}) as hub:
+        cmd = [sys.executable, str(ROOT / "eval" / "run.py"), "--download", "--benchmarks", "chartqa", "--data-dir",
+               str(tmp_path / "data"), "--quiet"]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**env, "HF_ENDPOINT": hub.url})
+        assert out.returncode == 0, out.stderr[-2000:]
+        got = tmp_path / "data" / "chartqa" / "data" / "test-00000.parquet"
+        assert got.read_bytes() == files["data/test-00000.parquet"]
+        assert not (tmp_path / "data" / "chartqa" / "README.md").exists()  # only the files the loader reads
+        samples = BENCHMARKS["chartqa"].load_samples(tmp_path / "data")
+        assert [s.answer for s in samples] == ["100"]
+        fetched = [r for r in hub.requests if r[0] == "GET" and "/resolve/" in r[1]]
+        assert len(fetched) == 1
+        subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**env, "HF_ENDPOINT": hub.url}, check=True)
+        assert [r for r in hub.requests if r[0] == "GET" and "/resolve/" in r[1]] == fetched  # kept, not fetched again
+    # offline (nothing listens there any more) with nothing downloaded: a clear message, not a traceback
+    out = subprocess.run(cmd[:-3] + ["--data-dir", str(tmp_path / "empty"), "--quiet"], capture_output=True, text=True,
+                         cwd=ROOT, env={**env, "HF_ENDPOINT": hub.url})
+    assert out.returncode == 0 and "chartqa: cannot reach the Hub for lmms-lab/ChartQA (offline?)" in out.stdout
+    with pytest.raises(DownloadError, match="logicvista: no Hugging Face dataset"):
+        from uniopd_mm.evalsuite.download import download
+
+        download("logicvista", tmp_path / "data")
