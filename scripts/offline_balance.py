@@ -5,7 +5,9 @@ verifiers count the passes, and prompts of medium difficulty are upsampled towar
         --data artifacts/synthetic/train.jsonl --out runs/balanced/train.jsonl \
         [--n 8 --temperature 1.0 --top-p 0.95 --top-k 50 --max-factor 4 --include-easy --batch-prompts 16]
 
-Never drops a prompt: all-correct and all-wrong prompts keep factor 1. Writes OUT (each record with
+Never drops a prompt: all-correct and all-wrong prompts keep factor 1, and so do unverifiable ones (any
+unknown verdict: no verifier for the record's domain, or no answer found), which stay out of the
+histogram instead of counting as hard. Writes OUT (each record with
 ``meta.pass_count`` and ``meta.offline_factor``; repeated copies get ids ``<id>#dup<j>``), OUT's
 ``.report.json`` and ``.report.png`` (before/after histograms), and ``.passes.jsonl`` (one line per
 scored prompt: a rerun resumes from it). Records that cannot be read go to ``.rejects.jsonl``.
@@ -120,15 +122,21 @@ def main(argv=None) -> dict:
         except (json.JSONDecodeError, KeyError, TypeError):
             continue
     scored = [s for s in samples if s.id in passes]
+    # RECIPE 3a buckets prompts by correct rollouts; an unknown verdict (no verifier for the record's domain, or
+    # no answer found) is not a failure, so a prompt with any unknown verdict stays out of the histogram and
+    # keeps factor 1 (reported as unverifiable) instead of counting as hard
+    verified = {s.id for s in scored if not passes[s.id]["unknown"]}
     before = [0] * (args.n + 1)
     for s in scored:
-        before[passes[s.id]["passes"]] += 1
+        if s.id in verified:
+            before[passes[s.id]["passes"]] += 1
     factors = difficulty_factors(before, args.max_factor, args.include_easy)
     after = [c * f for c, f in zip(before, factors)]
     data_dir = args.data.resolve().parent
     with open(out, "w") as fh:
         for s in scored:
             k = passes[s.id]["passes"]
+            factor = factors[k] if s.id in verified else 1
             rec = dict(raw[s.id])
             # media paths stay valid from the new location
             rec = json.loads(json.dumps(rec))
@@ -140,14 +148,16 @@ def main(argv=None) -> dict:
             for key in ("images", "videos"):
                 if isinstance(rec.get(key), list):
                     rec[key] = [x if os.path.isabs(x) else str(data_dir / x) for x in rec[key]]
-            rec["meta"] = {**(rec.get("meta") or {}), "pass_count": k, "offline_factor": factors[k]}
-            for j in range(factors[k]):
+            rec["meta"] = {**(rec.get("meta") or {}), "pass_count": k if s.id in verified else None,
+                           "offline_factor": factor}
+            for j in range(factor):
                 copy = dict(rec)
                 if j:
                     copy["id"] = f"{s.id}#dup{j}"
                 fh.write(json.dumps(copy) + "\n")
     report = {"n_rollouts": args.n, "max_factor": args.max_factor, "include_easy": args.include_easy,
-              "prompts": len(scored), "records_out": sum(after), "histogram_before": before, "factors": factors,
+              "prompts": len(scored), "unverifiable_prompts": len(scored) - len(verified),
+              "records_out": sum(after) + len(scored) - len(verified), "histogram_before": before, "factors": factors,
               "histogram_after": after, "rejected": rejects.total,
               "unknown_rollouts": sum(p["unknown"] for p in passes.values())}
     out.with_suffix(".report.json").write_text(json.dumps(report, indent=1))

@@ -110,3 +110,22 @@ def test_global_scope_two_processes_equal_one(tmp_path, overrides):
     for k, v in met1.items():
         if k.startswith(("margin", "balance")):
             assert two["metrics"][k] == pytest.approx(v, abs=1e-6), k
+
+
+def test_per_teacher_inversion_rate_is_measured_before_calibration():
+    """With two teachers, teacher/<name>/inversion_rate is order_consistency on that teacher's rollouts, from the
+    returns before margin calibration (where margin/inversion_rate is measured), not after it."""
+    from uniopd_mm.algo.margin import order_consistency
+    from uniopd_mm.algo.opd import opd_advantages
+
+    teacher, old, mask, verdict, group = _inputs()
+    t = _bare_trainer(_cfg(["algo.margin.shift=true", "algo.margin.delta=2.0"]), _Local())
+    t.teachers = {"a": None, "b": None}
+    ids = (group % 2).long()  # groups 0, 2 -> teacher a; 1, 3 -> teacher b
+    _, _, metrics = t.calibrate(teacher, old, mask, verdict, group, ids)
+    returns = trajectory_returns(opd_advantages(teacher, old, mask), mask)
+    for k, name in enumerate(["a", "b"]):
+        rows = ids == k
+        expected = order_consistency(returns[rows], verdict[rows], group[rows])["inversion_rate"]
+        assert metrics[f"teacher/{name}/inversion_rate"] == pytest.approx(expected)
+    assert metrics["margin_after/inversion_rate"] == 0.0 < metrics["margin/inversion_rate"]  # delta 2 fixes every pair

@@ -29,24 +29,30 @@ def test_offline_balance_end_to_end_and_resume(tiny_dir, synth_dir, tmp_path):
                         p[k] = str(synth_dir / p[k])
     data.write_text("".join(json.dumps(r) + "\n" for r in lines))
     out = tmp_path / "out" / "train.jsonl"
-    # a previous, interrupted run scored the first two prompts
+    # a previous, interrupted run scored the first three prompts; the third could not be verified at all
     out.parent.mkdir()
     out.with_suffix(".passes.jsonl").write_text(
         json.dumps({"id": lines[0]["id"], "passes": 2, "unknown": 0, "n": 4}) + "\n" +
-        json.dumps({"id": lines[1]["id"], "passes": 1, "unknown": 0, "n": 4}) + "\n")
+        json.dumps({"id": lines[1]["id"], "passes": 1, "unknown": 0, "n": 4}) + "\n" +
+        json.dumps({"id": lines[2]["id"], "passes": 0, "unknown": 4, "n": 4}) + "\n")
     report = offline_balance.main(["--config", str(cfg), "--data", str(data), "--out", str(out), "--n", "4",
                                    "--max-factor", "3"])
     passes = [json.loads(x) for x in out.with_suffix(".passes.jsonl").read_text().splitlines()]
     assert len(passes) == 12 and passes[0]["passes"] == 2  # resumed: the first two were not re-scored
-    assert sum(report["histogram_before"]) == 12 and report["histogram_before"][2] >= 1
+    # the unverifiable prompt is not counted as hard (RECIPE 3a buckets by correct rollouts)
+    unverifiable = sum(p["unknown"] > 0 for p in passes)
+    assert unverifiable >= 1 and report["unverifiable_prompts"] == unverifiable
+    assert sum(report["histogram_before"]) == 12 - unverifiable and report["histogram_before"][2] >= 1
     records = [json.loads(x) for x in out.read_text().splitlines()]
-    assert len(records) == report["records_out"] == sum(report["histogram_after"])
+    assert len(records) == report["records_out"] == sum(report["histogram_after"]) + unverifiable
+    third = [r for r in records if r["id"].split("#dup")[0] == lines[2]["id"]]
+    assert len(third) == 1 and third[0]["meta"]["pass_count"] is None and third[0]["meta"]["offline_factor"] == 1
     base_ids = {r["id"].split("#dup")[0] for r in records}
     assert base_ids == {r["id"] for r in lines}  # no prompt dropped
     assert len({r["id"] for r in records}) == len(records)  # copies get unique ids
     for r in records:
         k = r["meta"]["pass_count"]
-        assert r["meta"]["offline_factor"] == report["factors"][k]
+        assert r["meta"]["offline_factor"] == (report["factors"][k] if k is not None else 1)
     assert report["factors"][0] == 1 and report["factors"][4] == 1
     assert out.with_suffix(".report.png").stat().st_size > 1000
     # a rerun with everything scored needs no model at all

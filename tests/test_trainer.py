@@ -220,3 +220,18 @@ def test_cuda_out_of_memory_names_the_stage_and_what_to_lower(tiny_dir, synth_di
     assert sorted(p.name for p in root.iterdir()) == ["step_000001"]
     assert (root / "step_000001" / "COMPLETE").exists()
     assert Trainer(tiny_config(tiny_dir, synth_dir, tmp_path / stage, overrides=["train.steps=3"])).step == 1
+
+
+def test_a_recipe_on_unverifiable_records_warns_and_logs_the_unknown_share(tiny_dir, synth_dir, tmp_path):
+    """Records whose domain has no verifier: every verdict is unknown, so balancing and the margin shift do nothing.
+    Loading warns; every step logs reward/unknown_frac."""
+    lines = [json.loads(x) for x in (synth_dir / "train_text.jsonl").read_text().splitlines()]
+    data = tmp_path / "own.jsonl"
+    data.write_text("".join(json.dumps({**r, "domain": "my-task"}) + "\n" for r in lines))
+    cfg = tiny_config(tiny_dir, synth_dir, tmp_path / "run", student="qwen3-student", teacher="qwen3-teacher",
+                      family="text", overrides=[f"data.train_path={data}", "algo.preset=uniopd_text", "train.steps=1"])
+    with pytest.warns(UserWarning, match=r"have no verifier for their domain \(e.g. \['my-task'\]\)"):
+        t = Trainer(cfg)
+    t.train()
+    row = read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]
+    assert row["reward/unknown_frac"] == 1.0 and row["reward/verified_frac"] == 0.0

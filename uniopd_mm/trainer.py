@@ -17,6 +17,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -91,6 +92,7 @@ class Trainer:
         self.rejects = RejectLog(rank_file(cfg.rejects_path, self.rank))
         # every rank reads the whole data (same order); only rank 0 records the rejects
         self.samples, self.sampler = self.load_data()
+        self.warn_if_unverifiable()
         self.test_samples = []
         if cfg.data.test_path and cfg.train.eval_every:
             # test records that fail to load, or whose prompt fails to build, go to rejects_test.jsonl
@@ -163,6 +165,25 @@ class Trainer:
             samples += part
             sizes.append(len(part))
         return samples, MixtureSampler(sizes, [e.weight for e in d.mixture], self.cfg.seed)
+
+    def warn_if_unverifiable(self) -> None:
+        """RECIPE 7 (Unknown correctness): balancing and margin calibration act on verdicts only; with most
+        records unverifiable (no verifier for their domain, or no answer) a Uni-OPD setting silently runs
+        plain OPD. Warns once at load time; ``reward/unknown_frac`` is logged every step."""
+        a = self.cfg.algo
+        if not (a.balance.enabled or a.margin.shift or a.margin.mask) or not self.samples:
+            return
+        from .verifiers import verifier_for
+
+        bad = [s for s in self.samples
+               if verifier_for(s.domain, s.meta) is None or (s.answer is None and verifier_for(s.domain, s.meta) != "code")]
+        if len(bad) * 2 > len(self.samples) and self.is_main:
+            domains = sorted({s.domain for s in bad})[:5]
+            warnings.warn(f"{len(bad)} of {len(self.samples)} training records have no verifier for their domain "
+                          f"(e.g. {domains}) or no answer: their rollouts are 'unknown', and online balancing / margin "
+                          "calibration ignore them, so this run is mostly plain OPD. Give each record a domain with a "
+                          "verifier (math*, code*, choice, numeric, string, the synthetic ones) or meta.verifier.",
+                          stacklevel=2)
 
     def teacher_of(self, sample) -> str:
         names = list(self.teachers)
@@ -259,9 +280,11 @@ class Trainer:
             ratio_keep = logratio_mask(old, teacher_lp, cfg.algo.logratio_threshold)
             loss_mask = response_mask * ok[:, None] * ratio_keep * scores.token_mask
             verdict = torch.tensor([1 if c is True else 0 if c is False else -1 for c in correct])
-            advantages, loss_mask, calib = self.calibrate(teacher_lp, old, loss_mask, verdict, group)
+            names = list(self.teachers)
+            teacher_ids = torch.tensor([names.index(r) for r in routes]) if len(names) > 1 else None
+            advantages, loss_mask, calib = self.calibrate(teacher_lp, old, loss_mask, verdict, group, teacher_ids)
             stats = self.local_stats(responses, ro, old, teacher_lp, response_mask, loss_mask, ok, correct, ratio_keep)
-            per_teacher = self.teacher_metrics(routes, old, teacher_lp, advantages, loss_mask, ok, verdict, group)
+            per_teacher = self.teacher_metrics(routes, old, teacher_lp, loss_mask, ok)
 
         # 6. update
         normalizer = self.global_normalizer(loss_mask)
@@ -365,12 +388,13 @@ class Trainer:
                 fh.write(json.dumps({"step": self.step + 1, "id": samples[i].id, "teacher": routes[i],
                                      "reason": reason}) + "\n")
 
-    def teacher_metrics(self, routes, old, teacher_lp, advantages, loss_mask, ok, verdict, group) -> dict[str, float]:
-        """Reverse KL, failures and inversion rate per teacher (only with more than one teacher)."""
+    def teacher_metrics(self, routes, old, teacher_lp, loss_mask, ok) -> dict[str, float]:
+        """Reverse KL and failures per teacher, over all ranks (only with more than one teacher; the inversion rate
+        per teacher comes from ``calibrate``)."""
         if len(self.teachers) < 2:
             return {}
         out = {}
-        for k, name in enumerate(self.teachers):
+        for name in self.teachers:
             rows = torch.tensor([r == name for r in routes], dtype=torch.bool)
             counted = loss_mask.bool() & rows[:, None]
             vec = torch.tensor([((old - teacher_lp) * counted).sum().item(), counted.sum().item(),
@@ -379,17 +403,15 @@ class Trainer:
             out[f"teacher/{name}/reverse_kl"] = (vec[0] / vec[1].clamp(min=1)).item()
             out[f"teacher/{name}/failed"] = vec[2].item()
             out[f"teacher/{name}/rollouts"] = vec[3].item()
-            if rows.any():
-                eligible = torch.where(loss_mask.sum(-1) > 0, verdict, torch.full_like(verdict, -1))
-                out[f"teacher/{name}/inversion_rate"] = order_consistency(
-                    trajectory_returns(advantages, loss_mask)[rows], eligible[rows], group[rows])["inversion_rate"]
         return out
 
-    def calibrate(self, teacher_lp, old, loss_mask, verdict, group):
+    def calibrate(self, teacher_lp, old, loss_mask, verdict, group, teacher_ids=None):
         """Online balancing, then margin calibration (RECIPE 3b, 4). Returns (advantages, loss mask, metrics).
 
         Rollouts whose outcome is unknown, or with no counted token, take no part. Global scopes see
         every rank's rollouts (gathered); group scopes are local since a prompt's rollouts share a rank.
+        ``teacher_ids`` ([B], the index of each rollout's teacher, with several teachers): the inversion rate
+        per teacher, measured where ``margin/inversion_rate`` is (after balancing, before calibration, all ranks).
         """
         a = self.cfg.algo
         eligible = torch.where(loss_mask.sum(-1) > 0, verdict, torch.full_like(verdict, -1))
@@ -413,8 +435,17 @@ class Trainer:
             metrics["balance/dropped"] = self.engine.all_reduce(((keep == 0) & (eligible >= 0)).sum().float().reshape(1)).item()
             eligible = torch.where(keep > 0, eligible, torch.full_like(eligible, -1))
         advantages = opd_advantages(teacher_lp, old, loss_mask)
-        before = order_consistency(gathered(trajectory_returns(advantages, loss_mask)), gathered(eligible), gathered(group))
+        g_returns, g_eligible, g_group = (gathered(trajectory_returns(advantages, loss_mask)), gathered(eligible),
+                                          gathered(group))
+        before = order_consistency(g_returns, g_eligible, g_group)
         metrics.update({f"margin/{k}": v for k, v in before.items()})
+        if teacher_ids is not None:
+            g_teacher = gathered(teacher_ids)
+            for k, name in enumerate(self.teachers):
+                rows = g_teacher == k
+                if rows.any():
+                    metrics[f"teacher/{name}/inversion_rate"] = order_consistency(
+                        g_returns[rows], g_eligible[rows], g_group[rows])["inversion_rate"]
         m = a.margin
         if m.shift:
             if m.scope == "global" and self.world > 1:
@@ -436,7 +467,8 @@ class Trainer:
                                                 "global", m.min_retain))
             else:
                 keep = greedy_margin_mask(returns, eligible, group, m.delta, m.mode, m.scope, m.min_retain)
-            loss_mask = loss_mask * keep[:, None]
+            # RECIPE 7: a masked rollout's advantages become 0 and it stays in the aggregation's denominator,
+            # as in the reference code (its loss mask is left as it was)
             advantages = advantages * keep[:, None]
             metrics["margin/masked_rollouts"] = self.engine.all_reduce((keep == 0).sum().float().reshape(1)).item()
             eligible = torch.where(keep > 0, eligible, torch.full_like(eligible, -1))
@@ -533,6 +565,7 @@ class Trainer:
             "rollout/logprob_mismatch": g["mismatch"] / max(g["n_mismatch"], 1.0),
             "reward/accuracy": g["n_correct"] / max(g["n_verified"], 1.0),
             "reward/verified_frac": g["n_verified"] / max(g["n_resp"], 1.0),
+            "reward/unknown_frac": 1.0 - g["n_verified"] / max(g["n_resp"], 1.0),
         }
         if self.cfg.rollout.reuse_logprobs or not g["n_mismatch"]:  # nothing to compare
             del out["rollout/logprob_mismatch"]

@@ -69,7 +69,12 @@ def test_ppo_clip_loss_hand_computed():
     # token 1: min(1.5*1, 1.28*1) = 1.28; token 2: min(0.5*1, 0.8*1) = 0.5; token 3: min(-2, -2) = -2
     # loss = -(1.28 + 0.5 - 2) / 3 = 0.22 / 3
     assert loss.item() == pytest.approx(0.22 / 3, abs=1e-6)
-    assert stats["clip_fraction"].item() == pytest.approx(2 / 3)  # tokens 1 and 2 hit a clip bound
+    # token 1 takes the clipped term (clipping is active); token 2's ratio is outside the range too, but with A > 0
+    # its unclipped term 0.5 is the smaller and wins: not counted (as verl's pg_clipfrac and TRL count)
+    assert stats["clip_fraction"].item() == pytest.approx(1 / 3)
+    # token 2 with A = -1: min(0.5 * -1, 0.8 * -1) = -0.8, the clipped term is taken: counted (and token 1)
+    _, stats = ppo_clip_loss(logp, old, T([[1.0, -1.0, -2.0]]), mask, 0.2, 0.28)
+    assert stats["clip_fraction"].item() == pytest.approx(2 / 3)
 
 
 def test_ppo_gradient_is_the_policy_gradient_at_ratio_one():

@@ -44,7 +44,9 @@ def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages
         l_t   = -min(rho_t A_t, clip(rho_t, 1 - clip_low, 1 + clip_high) A_t)
 
     Args: [B, T] tensors; ``mask`` 1 where the token counts.
-    Returns: (loss scalar, stats dict: clip_fraction and approx_kl over counted tokens, detached).
+    Returns: (loss scalar, stats dict over counted tokens, detached): ``clip_fraction``, the share of tokens
+    where clipping is active (the clipped term is the smaller one and so the one taken, as verl and TRL
+    count it; a ratio outside the range whose unclipped term wins does not count), and ``approx_kl``.
     """
     log_ratio = torch.where(mask.bool(), logprobs - old_logprobs, torch.zeros_like(logprobs))
     ratio = torch.exp(log_ratio)
@@ -56,7 +58,7 @@ def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages
         m = mask.bool()
         n = m.sum().clamp(min=1)
         stats = {
-            "clip_fraction": ((clipped != unclipped) & m).sum() / n,
+            "clip_fraction": ((clipped < unclipped) & m).sum() / n,
             "approx_kl": (0.5 * log_ratio.pow(2) * m).sum() / n,
         }
     return loss, stats
