@@ -396,7 +396,8 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
               lambda r, s: scorers.choice(r, s.answer), "logic"),
     # max_new_tokens as lmms-eval's tasks: 16 for AI2D and ChartQA, 32 for DocVQA and InfographicVQA
     Benchmark("ai2d", "lmms-lab/ai2d (test Parquet)", ["**/*.parquet"], load_ai2d,
-              lambda r, s: scorers.choice(r, s.answer, s.meta["options"]), "documents", max_new_tokens=16),
+              lambda r, s: scorers.lmms_eval_choice(r, s.answer), "documents", max_new_tokens=16,
+              lenient=lambda r, s: scorers.choice(r, s.answer, s.meta["options"])),
     # the raw response, scored as lmms-eval does (pix2struct's relaxed correctness; the RRC script's ANLS)
     Benchmark("chartqa", "lmms-lab/ChartQA (test Parquet)", ["**/*.parquet"], load_chartqa,
               lambda r, s: scorers.relaxed_accuracy(r, s.answer), "documents", max_new_tokens=16,

@@ -3,8 +3,9 @@
 - ``anls``: Average Normalized Levenshtein Similarity as the DocVQA / InfographicVQA (RRC) script and
   lmms-eval compute it (DocVQA, InfoVQA; threshold 0.5).
 - ``relaxed_accuracy``: ChartQA's relaxed correctness as pix2struct / lmms-eval compute it.
-- ``choice``: the option letter a response picks (``verifiers.extract.choice_letter``), compared with the
-  gold letter; ``choice_set``: several letters ("A, C"), compared as sets (LogicVista).
+- ``lmms_eval_choice``: AI2D's letter match as lmms-eval 0.7.3 computes it.
+- ``choice``: the option letter a response picks (``verifiers.extract.choice_letter``, lenient), compared
+  with the gold letter; ``choice_set``: several letters ("A, C"), compared as sets (LogicVista).
 - ``math``: the final answer (boxed first) equal to the reference under math-verify.
 - ``short_answer``: the lenient extraction (a boxed / <answer> answer, else the last line without
   "Answer:"); benchmarks apply it only with ``--lenient``, reported under their own name.
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import re
+import string
 
 from uniopd_mm.verifiers import verify_math
 from uniopd_mm.verifiers.extract import choice_letter, final_answer
@@ -82,6 +84,18 @@ def short_answer(response: str) -> str:
     lines = [ln.strip() for ln in response.strip().splitlines() if ln.strip()]
     last = lines[-1] if lines else ""
     return re.sub(r"^(?:final\s+)?answer\s*[:：]\s*", "", last, flags=re.I).strip().rstrip(".")
+
+
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def lmms_eval_choice(response: str, gold: str) -> float:
+    """AI2D as lmms-eval 0.7.3 scores it: its filter takes the letter when the response starts with "X." (after
+    spaces), else keeps the whole response; then ``exact_match`` with case and ASCII punctuation ignored. So
+    "B", "B.", "(B)" and "[B]" score, while "The answer is B" and "B is right" do not, nor a trailing space."""
+    m = re.match(r"^\s*([A-Z])\.", response)
+    pred = m.group(1) if m else response
+    return float(pred.lower().translate(_PUNCTUATION) == gold.lower().translate(_PUNCTUATION))
 
 
 def choice(response: str, gold: str, options: list[str] | None = None) -> float:
