@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from uniopd_mm.algo.xtok import project_logprobs
+from uniopd_mm.algo.xtok import align_chunks, chunk_reward_logprobs, chunk_totals
 from uniopd_mm.config import load_config
 from uniopd_mm.data import load_jsonl
 from uniopd_mm.metrics import read_metrics
@@ -76,13 +76,42 @@ def test_strong_to_weak_strips_the_prefix_and_masks_it(in_artifacts):
     assert prompt.text.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
 
-def test_projection_rule_hand_computed():
-    # student tokens "ab" "c" "de" -> spans (0,2) (2,3) (3,5); teacher tokens "a" "bcd" "e" end at 1, 4, 5
-    lp, mask = project_logprobs(torch.tensor([1, 4, 5]), torch.tensor([-1.0, -2.0, -0.5]),
-                                torch.tensor([[0, 2], [2, 3], [3, 5]]))
-    # "a" ends in "ab"; "bcd" ends in "de"; "e" ends in "de" -> [-1, 0, -2.5]; "c" gets no end -> masked
-    assert lp.tolist() == [-1.0, 0.0, -2.5] and mask.tolist() == [1.0, 0.0, 1.0]
-    assert lp.sum() == pytest.approx(-3.5)
+def test_chunk_rule_hand_computed():
+    """RECIPE 7: chunks are the shortest spans both tokenisations cover; every student token of a chunk gets
+    log pi_T(chunk) - log pi_old(chunk)."""
+    # student "ab" "cde" (ends 2, 5), teacher "a" "b" "cd" "e" (ends 1, 2, 4, 5): shared ends 2 and 5
+    s_chunk, t_chunk = align_chunks(torch.tensor([2, 5]), torch.tensor([1, 2, 4, 5]))
+    assert s_chunk.tolist() == [0, 1] and t_chunk.tolist() == [0, 0, 1, 1]
+    # student "ab" "c" "de" (2, 3, 5), teacher "a" "bcd" "e" (1, 4, 5): only 5 is shared, one chunk
+    assert [c.tolist() for c in align_chunks(torch.tensor([2, 3, 5]), torch.tensor([1, 4, 5]))] == [[0, 0, 0], [0, 0, 0]]
+    # teacher log-probs -1, -2 (chunk 0) and -0.5, -0.25 (chunk 1): totals -3 and -0.75
+    totals = chunk_totals(torch.tensor([-1.0, -2.0, -0.5, -0.25]), t_chunk, 2)
+    assert totals.tolist() == [-3.0, -0.75]
+    # one row, student log-probs -1.5 ("ab") and -1.0 ("cde"); a second row where "cde" is two tokens of one chunk
+    teacher = torch.tensor([[-3.0, -0.75, 0.0], [-3.0, -0.75, -0.75]])
+    old = torch.tensor([[-1.5, -1.0, 0.0], [-1.5, -0.5, -0.5]])
+    chunks = torch.tensor([[0, 1, -1], [0, 1, 1]])
+    out = chunk_reward_logprobs(teacher, old, chunks)
+    # rewards: row 0: -3 - (-1.5) = -1.5, -0.75 - (-1.0) = 0.25; row 1: -1.5, and -0.75 - (-1.0) = 0.25 at both
+    # tokens of the second chunk; the padded position gets reward 0
+    assert torch.allclose(out - old, torch.tensor([[-1.5, 0.25, 0.0], [-1.5, 0.25, 0.25]]))
+    # identical tokenizers (one token per chunk): the per-token teacher log-probs come back unchanged
+    ident = torch.arange(3).repeat(2, 1)
+    assert torch.allclose(chunk_reward_logprobs(teacher, old, ident), teacher)
+    # a chunk both models find equally likely gets zero
+    assert chunk_reward_logprobs(torch.tensor([[-1.0, -1.0]]), torch.tensor([[-0.4, -0.6]]),
+                                 torch.tensor([[0, 0]])).sub(torch.tensor([[-0.4, -0.6]])).abs().max() < 1e-7
+
+
+def test_student_ends_from_offsets_equal_the_cumulative_decode(in_artifacts):
+    from processors import make_processor
+    from uniopd_mm.teacher.hf import student_ends
+
+    tok = make_processor("text", "artifacts/tiny/qwen2-student").tokenizer
+    ids = tok("4 * 2 = 8, 3 + 8 = 11, so 11 éé", add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")]
+    text, ends = student_ends(tok, ids)
+    prefixes = [len(tok.decode(ids[: i + 1], skip_special_tokens=False)) for i in range(len(ids))]
+    assert ends == prefixes and text.endswith("<|im_end|>") and ends[-1] == len(text)
 
 
 def test_cross_tokenizer_identity_and_total_logprob(in_artifacts):
@@ -117,4 +146,9 @@ def test_cross_tokenizer_identity_and_total_logprob(in_artifacts):
     from uniopd_mm.models import score_response_tokens
 
     own = score_response_tokens(xt.model, xproc.training_batch([xproc.encode_prompt(sample)], [xids]), xt.suppressed)["logprobs"]
-    assert res.logprobs[0].sum().item() == pytest.approx(own.sum().item(), abs=1e-4)
+    # each student token holds its chunk's total: summed once per chunk, the response's total log-probability
+    chunks = res.chunks[0, : len(body)]
+    assert chunks.min() == 0 and chunks.max() < len(body) and res.token_mask[0, : len(body)].eq(1).all()
+    firsts = [chunks.tolist().index(c) for c in sorted(set(chunks.tolist()))]
+    assert res.logprobs[0, firsts].sum().item() == pytest.approx(own.sum().item(), abs=1e-4)
+    assert int(chunks.max()) + 1 < len(xids)  # the tokenisations differ: some chunk holds several teacher tokens

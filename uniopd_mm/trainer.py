@@ -28,6 +28,7 @@ from .algo.loss import aggregate, distribution_loss, kl_penalty, ppo_clip_loss, 
 from .algo.balance import online_balance_keep
 from .algo.margin import greedy_margin_mask, margin_shift, order_consistency, trajectory_returns
 from .algo.opd import logratio_mask, opd_advantages, teacher_failure_mask
+from .algo.xtok import chunk_reward_logprobs
 from .config import Config, ConfigError
 from .data import DataError, MixtureSampler, PromptCache, PromptSampler, RejectLog, load_jsonl, load_test_records, rank_file
 from .evaluate import evaluate
@@ -272,6 +273,8 @@ class Trainer:
             routes = [self.teacher_of(s) for s in r_samples]
             scores = self.score_by_teacher(r_samples, responses, routes, response_mask.shape[1])
         teacher_lp = scores.logprobs
+        if scores.chunks is not None:  # cross-tokenizer teachers: every token of a chunk gets the chunk's signal
+            teacher_lp = chunk_reward_logprobs(teacher_lp, old, scores.chunks)
 
         # 5. advantages and masks
         with t("advantages"):
@@ -361,6 +364,10 @@ class Trainer:
             merged.logprobs[rows, :w] = sc.logprobs[:, :w]
             merged.token_mask[rows, :w] = sc.token_mask[:, :w] if sc.token_mask is not None else 1.0
             merged.failed[rows] = sc.failed
+            if sc.chunks is not None:  # other rows keep one chunk per token (the identity)
+                if merged.chunks is None:
+                    merged.chunks = torch.arange(width).repeat(n, 1)
+                merged.chunks[rows, :w] = sc.chunks[:, :w]
             for j, i in enumerate(rows):
                 merged.reasons[i] = sc.reasons[j] if sc.reasons else None
             for attr, shape in (("topk_ids", (n, width, topk)), ("topk_logprobs", (n, width, topk))):

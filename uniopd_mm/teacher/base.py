@@ -16,6 +16,9 @@ class TeacherScores:
     topk_logprobs: torch.Tensor | None = None  # [B, T, K] their log-probs
     full_logprobs: torch.Tensor | None = None  # [B, T, V] when requested (local teachers)
     token_mask: torch.Tensor | None = None    # [B, T] 1 where the teacher scored the token (None: all)
+    # [B, T] cross-tokenizer teachers: the chunk of each student token (-1: none), with ``logprobs`` holding the
+    # chunk's total at each of its tokens (algo.xtok); None with a shared vocabulary
+    chunks: torch.Tensor | None = None
 
     @classmethod
     def empty(cls, n: int, width: int) -> "TeacherScores":

@@ -4,29 +4,36 @@ log-probs of the response tokens.
 
 Shared vocabulary: the student's response ids are scored as they are. Another vocabulary: the
 response text is re-tokenised with the teacher's tokenizer and the teacher's log-probs are
-projected onto the student's tokens through character offsets (``algo.xtok.project_logprobs``).
+aligned with the student's tokens in chunks of shared character boundaries (``algo.xtok``, RECIPE 7).
 """
 
 from __future__ import annotations
 
 import torch
 
-from uniopd_mm.algo.xtok import project_logprobs
+from uniopd_mm.algo.xtok import align_chunks, chunk_totals
 from uniopd_mm.data import PromptCache
 from uniopd_mm.models import CompiledOrEager, base_and_head, score_response_tokens
 
 from .base import TeacherScorer, TeacherScores
 
 
-def student_spans(tokenizer, ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
-    """The response text and the (start, end) character span of each student token (cumulative decode)."""
-    spans, prev = [], ""
+def student_ends(tokenizer, ids: list[int]) -> tuple[str, list[int]]:
+    """The response text and the end character offset of each student token.
+
+    The fast tokenizer's offsets of the decoded text, when re-encoding it gives back the same ids (the usual
+    case); else a cumulative decode, prefix after prefix (quadratic in the length, and exact for any ids).
+    """
+    text = tokenizer.decode(ids, skip_special_tokens=False)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if list(enc["input_ids"]) == list(ids):
+        return text, [e for _, e in enc["offset_mapping"]]
+    ends, prev = [], ""
     for i in range(len(ids)):
-        text = tokenizer.decode(ids[: i + 1], skip_special_tokens=False)
-        start = len(prev) if text.startswith(prev) else min(len(prev), len(text))
-        spans.append((start, len(text)))
-        prev = text
-    return prev, spans
+        part = tokenizer.decode(ids[: i + 1], skip_special_tokens=False)
+        ends.append(len(part) if part.startswith(prev) else max(len(prev), len(part)))
+        prev = part
+    return prev, ends
 
 
 class HFTeacher(TeacherScorer):
@@ -68,10 +75,11 @@ class HFTeacher(TeacherScorer):
             if any(t >= self.vocab_size for t in body):
                 raise ValueError(f"response id >= teacher vocabulary size {self.vocab_size}")
             return body, start, None
-        text, spans = student_spans(self.student_tokenizer, body)
+        text, ends = student_ends(self.student_tokenizer, body)
         enc = self.processor.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ends = [e for _, e in enc["offset_mapping"]]
-        return list(enc["input_ids"]), start, (torch.tensor(ends), torch.tensor(spans, dtype=torch.long))
+        student_chunk, teacher_chunk = align_chunks(torch.tensor(ends, dtype=torch.long),
+                                                    torch.tensor([e for _, e in enc["offset_mapping"]], dtype=torch.long))
+        return list(enc["input_ids"]), start, (student_chunk, teacher_chunk)
 
     def score(self, samples, responses, topk: int = 0, full: bool = False) -> TeacherScores:
         if not self.shared_vocab and (topk or full):
@@ -111,11 +119,15 @@ class HFTeacher(TeacherScorer):
                         if xtok is None:
                             logprobs[i, offset: offset + len(ids)] = lp
                             token_mask[i, offset: offset + len(ids)] = 1.0
-                        else:
-                            ends, spans = xtok
-                            proj, pmask = project_logprobs(ends, lp, spans)
-                            logprobs[i, offset: offset + len(spans)] = proj
-                            token_mask[i, offset: offset + len(spans)] = pmask
+                        else:  # each student token gets its chunk's total teacher log-prob (algo.xtok)
+                            student_chunk, teacher_chunk = xtok
+                            n_s = len(student_chunk)
+                            totals = chunk_totals(lp, teacher_chunk, int(student_chunk.max()) + 1)
+                            logprobs[i, offset: offset + n_s] = totals[student_chunk]
+                            token_mask[i, offset: offset + n_s] = 1.0
+                            if out.chunks is None:
+                                out.chunks = torch.full((n, width), -1, dtype=torch.long)
+                            out.chunks[i, offset: offset + n_s] = student_chunk
                         if topk:
                             topk_ids[i, offset: offset + len(ids)] = sc["topk_ids"][row, : len(ids)].cpu()
                             topk_lp[i, offset: offset + len(ids)] = sc["topk_logprobs"][row, : len(ids)].float().cpu()
