@@ -98,3 +98,20 @@ def test_settings_a_backend_cannot_honour_are_refused():
             _tiny([f"teacher.backend={backend}", "rollout.temperature=0.7", *extra])
         _tiny([f"teacher.backend={backend}", *extra])  # temperature 1
     _tiny(["teacher.backend=hf", "rollout.temperature=0.7"])
+
+
+def test_missing_local_checkpoints_and_data_say_what_to_build(tmp_path):
+    """The tiny configs read artifacts/ that `make models data` builds; a missing folder says so (it used to reach
+    the hub client as a malformed repository id)."""
+    from uniopd_mm.data import load_jsonl
+    from uniopd_mm.models import check_checkpoint
+
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint folder at artifacts/tiny/not-a-preset \(the tiny "
+                                                r"configs read artifacts/ that `make models data` builds\)"):
+        check_checkpoint("artifacts/tiny/not-a-preset")
+    with pytest.raises(FileNotFoundError, match="no checkpoint folder at ./gone"):
+        check_checkpoint("./gone")
+    check_checkpoint("Qwen/Qwen3-4B")  # may be a hub id: left to the loader
+    check_checkpoint(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"data file not found: artifacts/never-built/train.jsonl \(the tiny"):
+        load_jsonl("artifacts/never-built/train.jsonl")

@@ -1,7 +1,7 @@
 """Typed, self-validating configuration: dataclasses loaded from YAML with dotted overrides.
 
-Each field documents itself through ``field(metadata={"help": ...})`` and may declare
-``choices`` or a numeric ``range`` (inclusive bounds, ``None`` for open). Loading walks the
+Each field documents itself through ``cfg(default, help)`` and may declare a numeric ``range``
+(inclusive bounds, ``None`` for open); a fixed set of values is a ``Literal`` annotation. Loading walks the
 dataclass tree, so an unknown key or a value of the wrong type fails with the dotted name of
 the field (``algo.margin.delta: expected float, got 'abc'``).
 """
@@ -21,9 +21,9 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown, of the wrong type or out of range."""
 
 
-def cfg(default: Any = dataclasses.MISSING, help: str = "", choices=None, range=None, factory=None):
-    """A dataclass field carrying its documentation and checks."""
-    meta = {"help": help, "choices": choices, "range": range}
+def cfg(default: Any = dataclasses.MISSING, help: str = "", range=None, factory=None):
+    """A dataclass field carrying its documentation and its range check."""
+    meta = {"help": help, "range": range}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -47,14 +47,11 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         non_none = [a for a in args if a is not type(None)]
         if len(non_none) == 1:  # Optional[X]: X's own error names the exact field
             return _coerce(value, non_none[0], name)
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in non_none:
             try:
                 return _coerce(value, arg, name)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                continue
         raise ConfigError(f"{name}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value not in get_args(tp):
@@ -102,11 +99,9 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
 
 
 def _check_meta(value: Any, f: dataclasses.Field, name: str) -> None:
-    choices, rng = f.metadata.get("choices"), f.metadata.get("range")
+    rng = f.metadata.get("range")
     if value is None:
         return
-    if choices is not None and value not in choices:
-        raise ConfigError(f"{name}: must be one of {list(choices)}, got {value!r}")
     if rng is not None:
         lo, hi = rng
         if (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -139,10 +134,6 @@ def from_dict(cls, data: dict, prefix: str = ""):
         msg = str(e)
         raise ConfigError(f"{prefix}.{msg}" if prefix and not msg.startswith(prefix) else msg) from None
     return obj
-
-
-def to_dict(obj) -> dict:
-    return dataclasses.asdict(obj)
 
 
 def parse_overrides(overrides: list[str]) -> dict:

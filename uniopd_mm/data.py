@@ -336,7 +336,8 @@ def load_jsonl(path: str | Path, strict: bool = False, rejects: RejectLog | None
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"data file not found: {path}")
+        hint = " (the tiny configs read artifacts/ that `make models data` builds)" if "artifacts" in Path(path).parts else ""
+        raise FileNotFoundError(f"data file not found: {path}{hint}")
     rejects = rejects if rejects is not None else RejectLog(None)
     samples, seen = [], set()
     with open(path, encoding="utf-8", errors="replace") as fh:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from pathlib import Path
 
 import torch
 
 from .config import ModelConfig
-
-DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
-
 
 @contextlib.contextmanager
 def whole_weights():
@@ -31,6 +29,16 @@ def whole_weights():
             hf_ds.set_hf_deepspeed_config(obj)
 
 
+def check_checkpoint(path: str) -> None:
+    """A path that can only be a local folder (more than ``namespace/name``, or starting with ``.`` or ``/``) must
+    exist: say so, instead of letting the hub client call it a malformed repository id."""
+    p = Path(str(path))
+    local = len(p.parts) > 2 or str(path).startswith((".", "/"))
+    if local and not p.exists():
+        hint = " (the tiny configs read artifacts/ that `make models data` builds)" if "artifacts" in p.parts else ""
+        raise FileNotFoundError(f"no checkpoint folder at {path}{hint}")
+
+
 def load_model(cfg: ModelConfig, device: str = "cpu", frozen: bool = False):
     """The model class comes from the configured family, never from sniffing the checkpoint.
 
@@ -38,9 +46,11 @@ def load_model(cfg: ModelConfig, device: str = "cpu", frozen: bool = False):
     """
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
+    check_checkpoint(cfg.path)
+
     cls = AutoModelForCausalLM if cfg.family == "text" else AutoModelForImageTextToText
     with whole_weights() if frozen else contextlib.nullcontext():
-        model = cls.from_pretrained(cfg.path, dtype=getattr(torch, DTYPES[cfg.dtype]))
+        model = cls.from_pretrained(cfg.path, dtype=getattr(torch, cfg.dtype))  # dtype: a Literal of torch's names
     if frozen:
         model.requires_grad_(False).eval()
     return model.to(device)
@@ -72,6 +82,8 @@ class CompiledOrEager:
 
 def load_processor(cfg: ModelConfig):
     from processors import make_processor
+
+    check_checkpoint(cfg.path)
 
     return make_processor(cfg.family, cfg.path, view=cfg.view, options=cfg.processor,
                           chat_template_kwargs=cfg.chat_template_kwargs)
