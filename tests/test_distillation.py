@@ -49,6 +49,8 @@ def test_opd_moves_the_student_toward_the_teacher(tiny_dir, tmp_path):
     print(f"teacher {teacher['eval/accuracy']:.2f}; student greedy {before:.2f} -> {after:.2f}, sampled {first:.2f} -> "
           f"{last:.2f}; reverse KL {sum(rkl[:5]) / 5:.3f} -> {sum(rkl[-5:]) / 5:.3f}")
     assert sum(rkl[-5:]) / 5 < 0.8 * sum(rkl[:5]) / 5
-    # the sampled-token estimator is noisy: the trend is asserted on the accuracy of the student's own
-    # samples over the first and last 10 steps (greedy accuracy is printed and reported in the README)
+    # the student's own samples (first and last 10 steps) and its greedy test accuracy both rise (measured
+    # 2026-11-30: sampled 0.28 -> 0.78, greedy 0.72 -> 1.00). NOTE: difficulty 0 repeats train questions in the
+    # test split, so this shows the machinery learns, not generalisation (make run's held-out data does that)
     assert last > first
+    assert after > before
