@@ -15,6 +15,8 @@ import pytest
 import torch
 
 pytestmark = pytest.mark.vllm
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vl_runs import perturb  # noqa: E402
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 ENGINE = dict(enforce_eager=True, max_model_len=512, dtype="float32")
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,11 +117,7 @@ def test_weight_sync_changes_outputs_and_equals_a_fresh_engine(engine, lm, proc,
 
     params = SamplingParams(n=1, max_new_tokens=8, greedy=True)
     before = engine.generate(prompts, params).responses
-    model = AutoModelForCausalLM.from_pretrained(lm)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.5)
+    model = perturb(AutoModelForCausalLM.from_pretrained(lm), 0.5, seed=0)
     engine.sync_weights(model.state_dict().items())
     synced = engine.generate(prompts, params)
     assert synced.responses != before
@@ -236,11 +234,7 @@ def test_trainer_with_vllm_rollout_stays_in_sync(lm, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     generate(SyntheticSpec(n_train=24, n_test=4, domains=("text-arith",), levels=(0,)), tmp_path / "data", progress=False)
-    teacher = AutoModelForCausalLM.from_pretrained(lm)  # another model than the student: non-zero advantages
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in teacher.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
+    teacher = perturb(AutoModelForCausalLM.from_pretrained(lm), 0.3, seed=1)  # another model: non-zero advantages
     teacher.save_pretrained(tmp_path / "teacher")
     AutoTokenizer.from_pretrained(lm).save_pretrained(tmp_path / "teacher")
     cfg = load_config(None, [], base={

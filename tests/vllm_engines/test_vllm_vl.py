@@ -126,11 +126,10 @@ def test_trainer_with_vllm_rollout_on_image_and_video(models, data, tmp_path):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     student = models / "qwen2_vl-lm64"
-    teacher = AutoModelForImageTextToText.from_pretrained(student)  # another model: non-zero advantages
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in teacher.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
+    sys.path.insert(0, str(HERE))
+    from vl_runs import perturb
+
+    teacher = perturb(AutoModelForImageTextToText.from_pretrained(student), 0.3, seed=1)  # non-zero advantages
     teacher.save_pretrained(tmp_path / "teacher")
     AutoProcessor.from_pretrained(student).save_pretrained(tmp_path / "teacher")
     pixels = {"image_min_pixels": 784, "image_max_pixels": 50176, "video_min_pixels": 784, "video_max_pixels": 12544}

@@ -16,6 +16,18 @@ ENGINE = dict(enforce_eager=True, max_model_len=2048, dtype="float32")
 PIXELS = dict(image_min_pixels=784, image_max_pixels=50176, video_min_pixels=784, video_max_pixels=12544, fps=2.0)
 
 
+def perturb(model, scale: float, seed: int):
+    """Adds seeded Gaussian noise of std ``scale`` to every weight of ``model``, in place; returns it. (Another
+    model than the original: a teacher with non-zero advantages, or new weights for a sync.)"""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return model
+
+
 def processor(family, path):
     from processors import make_processor
     from uniopd_mm.config import ProcessorConfig
@@ -68,7 +80,6 @@ def rollout_parity(family, model, data):
 
 def weight_sync(family, model, data, out):
     """Greedy outputs before and after syncing perturbed weights; the perturbed model is saved to ``out``."""
-    import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from uniopd_mm.rollout.base import SamplingParams
@@ -79,11 +90,7 @@ def weight_sync(family, model, data, out):
     engine = VLLMRollout(str(model), proc, **ENGINE)
     greedy = SamplingParams(n=1, max_new_tokens=8, greedy=True)
     before = engine.generate(prompts, greedy)
-    hf = AutoModelForImageTextToText.from_pretrained(model)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in hf.parameters():
-            p.add_(torch.randn_like(p) * 0.5)
+    hf = perturb(AutoModelForImageTextToText.from_pretrained(model), 0.5, seed=0)
     engine.sync_weights(hf.state_dict().items())
     after = engine.generate(prompts, greedy)
     hf.save_pretrained(out)
