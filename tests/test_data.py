@@ -231,3 +231,16 @@ def test_two_videos_at_different_rates_in_one_prompt(tmp_path, tiny_dir, tiny_pr
         assert p.features["video_grid_thw"][:, 0].tolist() == [2, 4], family  # 4 and 8 frames, 2 per patch
         if family == "qwen2_5_vl":
             assert p.features["second_per_grid_ts"].tolist() == pytest.approx([0.5, 1.0])
+
+
+def test_a_truncated_image_is_caught_even_when_pil_is_told_to_load_them(bad_dir, monkeypatch):
+    """Some libraries set PIL's process-wide LOAD_TRUNCATED_IMAGES on import (lmms-eval does); the media check
+    must still reject a truncated image, and leave the flag as it found it."""
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    log = D.RejectLog(None)
+    rec = '{"id": "t", "prompt": "hi", "images": ["corrupt.png"], "answer": "x"}'
+    (bad_dir / "one.jsonl").write_text(rec + "\n")
+    assert D.load_jsonl(bad_dir / "one.jsonl", strict=False, rejects=log) == []
+    assert log.counts == {"CorruptImage": 1} and ImageFile.LOAD_TRUNCATED_IMAGES is True

@@ -294,12 +294,20 @@ def check_media(sample: Sample) -> None:
     for p in sample.images + sample.videos:
         if not Path(p).is_file():
             raise sample.error(MissingMedia, f"no such file: {p}")
-    for p in sample.images:
-        try:
-            with Image.open(p) as im:
-                im.load()
-        except Exception as e:  # PIL raises several unrelated types
-            raise sample.error(CorruptImage, f"cannot decode image {p}: {e}") from None
+    from PIL import ImageFile
+
+    # NOTE: a library may set PIL's process-wide LOAD_TRUNCATED_IMAGES (lmms-eval does on import), after which a
+    # truncated image decodes without error; the check runs with it off and puts it back
+    lenient, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+    try:
+        for p in sample.images:
+            try:
+                with Image.open(p) as im:
+                    im.load()
+            except Exception as e:  # PIL raises several unrelated types
+                raise sample.error(CorruptImage, f"cannot decode image {p}: {e}") from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
     for p in sample.videos:
         check_video(p, sample)
 

@@ -1,7 +1,7 @@
 """Our ChartQA, DocVQA / InfographicVQA and AI2D scores against lmms-eval 0.7.3's own code on the same
 predictions: its ``chartqa_process_results``, its ``anls`` metric, and AI2D's filter followed by its
 ``exact_match``. lmms-eval lives in ``<venv>/lmms-eval-0.7.3`` (``make install`` puts it there with
---no-deps, from requirements-parity.txt); this module adds that folder to the path for its own use."""
+--no-deps, from requirements-parity.txt) and runs in its own interpreter (lmms_eval_verdicts.py)."""
 
 from __future__ import annotations
 
@@ -35,50 +35,40 @@ AI2D = [("B", ["B", "B.", "(B)", "[B]", "b", " B.", "B. leaves", "B is right", "
 
 @pytest.fixture(scope="module")
 def lmms():
+    """lmms-eval's verdicts on every case, from its own interpreter (lmms_eval_verdicts.py says why)."""
+    import json
+    import os
+    import subprocess
+
     if not (PARITY / "lmms_eval").is_dir():
         pytest.skip(f"lmms-eval 0.7.3 is not in {PARITY}: `make install` puts it there (requirements-parity.txt)")
-    sys.path.insert(0, str(PARITY))
-    try:
-        from lmms_eval.api import metrics
-        from lmms_eval.tasks.ai2d import utils as ai2d
-        from lmms_eval.tasks.chartqa import utils as chartqa
-    finally:
-        sys.path.remove(str(PARITY))
-    return metrics, chartqa, ai2d
+    cases = {"chartqa": [[t, p] for t, preds in CHART for p in preds],
+             "anls": [[a, p] for a, preds in DOC for p in preds],
+             "ai2d": [[g, p] for g, preds in AI2D for p in preds]}
+    out = subprocess.run([sys.executable, str(Path(__file__).parent / "lmms_eval_verdicts.py")], input=json.dumps(cases),
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(PARITY)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return cases, json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_chartqa_equals_lmms_eval(lmms):
-    _, chartqa, _ = lmms
-    bench = BENCHMARKS["chartqa"]
-    n = 0
-    for target, preds in CHART:
-        for pred in preds:
-            theirs = chartqa.chartqa_process_results({"type": "human_test", "answer": target}, [pred])["relaxed_overall"]
-            ours = bench.score(pred, Sample(id="c", messages=[], answer=target))
-            assert ours == theirs, (pred, target, ours, theirs)
-            n += 1
-    assert n == sum(len(p) for _, p in CHART)
+    cases, theirs = lmms
+    for (target, pred), verdict in zip(cases["chartqa"], theirs["chartqa"], strict=True):
+        ours = BENCHMARKS["chartqa"].score(pred, Sample(id="c", messages=[], answer=target))
+        assert ours == verdict, (pred, target, ours, verdict)
+    assert len(theirs["chartqa"]) == sum(len(p) for _, p in CHART)
 
 
 def test_docvqa_and_infovqa_anls_equal_lmms_eval(lmms):
-    metrics, _, _ = lmms
+    cases, theirs = lmms
     for name in ("docvqa", "infovqa"):
-        for answers, preds in DOC:
-            for pred in preds:
-                theirs = metrics.anls(answers, [pred])["anls"]
-                ours = BENCHMARKS[name].score(pred, Sample(id="d", messages=[], answer=answers[0],
-                                                           meta={"answers": answers}))
-                assert ours == pytest.approx(theirs, abs=1e-12), (name, pred, answers, ours, theirs)
+        for (answers, pred), verdict in zip(cases["anls"], theirs["anls"], strict=True):
+            ours = BENCHMARKS[name].score(pred, Sample(id="d", messages=[], answer=answers[0], meta={"answers": answers}))
+            assert ours == pytest.approx(verdict, abs=1e-12), (name, pred, answers, ours, verdict)
 
 
 def test_ai2d_equals_lmms_eval(lmms):
-    metrics, _, ai2d = lmms
-    f = ai2d.MultiChoiceRegexFilter(group_select=0, ignore_case=True, ignore_punctuation=True, regex_pattern=r"([A-Z])\.")
-    for gold, preds in AI2D:
-        for pred in preds:
-            doc = {"options": ["a", "b", "c", "d"], "answer": "ABCD".index(gold)}
-            filtered = f.apply([[pred]], [doc])[0]
-            theirs = metrics.exact_match_hf_evaluate([filtered], [ai2d.ai2d_doc_to_target(doc, "mcq")], ignore_case=True,
-                                                     ignore_punctuation=True)["exact_match"]
-            ours = BENCHMARKS["ai2d"].score(pred, Sample(id="a", messages=[], answer=gold, meta={"options": doc["options"]}))
-            assert ours == theirs, (pred, ours, theirs)
+    cases, theirs = lmms
+    for (gold, pred), verdict in zip(cases["ai2d"], theirs["ai2d"], strict=True):
+        ours = BENCHMARKS["ai2d"].score(pred, Sample(id="a", messages=[], answer=gold, meta={"options": ["a", "b", "c", "d"]}))
+        assert ours == verdict, (pred, ours, verdict)
