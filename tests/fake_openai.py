@@ -27,8 +27,9 @@ class FakeServer:
                 mode = outer.plan.pop(0) if outer.plan else "ok"
                 if mode == "slow":
                     time.sleep(slow_s)
-                if mode == "500":
-                    self.send_response(500)
+                if mode.isdigit():  # an HTTP error status, e.g. "500", "400", "429"
+                    self.send_response(int(mode))
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 choices = [{"index": k, "text": "", "prompt_logprobs": [None] + [

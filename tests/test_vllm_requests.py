@@ -144,6 +144,21 @@ def test_served_teacher_retries_then_succeeds(text_proc):
         server.close()
 
 
+@pytest.mark.parametrize("plan, calls, failed", [(["400", "ok"], 1, True), (["404", "ok"], 1, True),
+                                                 (["429", "ok"], 2, False), (["408", "ok"], 2, False),
+                                                 (["503", "ok"], 2, False)])
+def test_served_teacher_retries_only_what_may_succeed(text_proc, plan, calls, failed):
+    """A 4xx answer will not succeed when sent again (except 408 and 429): no retry, the samples fail at once."""
+    server = FakeServer(plan)
+    try:
+        sc = ServedTeacher(text_proc, url=server.url, model_name="m", retries=2, backoff=0.01).score(_samples(1), [[10]])
+        assert len(server.calls) == calls and bool(sc.failed.all()) is failed
+        if failed:
+            assert "not retried" in sc.reasons[0] and plan[0] in sc.reasons[0]
+    finally:
+        server.close()
+
+
 @pytest.mark.parametrize("plan, reason", [(["500"] * 3, "HTTPStatusError"), (["slow"] * 2, "Timeout")])
 def test_served_teacher_failures_are_marked_never_zero(text_proc, plan, reason):
     server = FakeServer(plan)

@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-Scope = Literal["group", "global"]
+Scope = Literal["group", "global"]  # a group = the rollouts of one prompt; global = the whole batch
 
 
 def online_balance_keep(correct: torch.Tensor, group_ids: torch.Tensor, ratio: float = 1.0,

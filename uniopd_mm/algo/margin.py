@@ -11,9 +11,10 @@ from typing import Literal
 
 import torch
 
+from .balance import Scope  # noqa: F401 - one definition of the group / global scope, shared
+
 MarginMode = Literal["mean", "minmax"]
 Direction = Literal["both", "correct_up", "incorrect_down"]
-Scope = Literal["group", "global"]
 
 
 def trajectory_returns(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

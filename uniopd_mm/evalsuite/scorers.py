@@ -16,21 +16,10 @@ from __future__ import annotations
 import re
 import string
 
+from rapidfuzz.distance import Levenshtein
+
 from uniopd_mm.verifiers import verify_math
 from uniopd_mm.verifiers.extract import choice_letter, final_answer
-
-
-def levenshtein(a: str, b: str) -> int:
-    """Edit distance (insertions, deletions, substitutions of one character each)."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 def anls(prediction: str, answers: list[str], threshold: float = 0.5) -> float:
@@ -48,7 +37,7 @@ def anls(prediction: str, answers: list[str], threshold: float = 0.5) -> float:
         answer = str(answer)
         gold = " ".join(answer.strip().lower().split())
         length = max(len(answer.upper()), len(prediction.upper()))
-        distances.append(0.0 if length == 0 else levenshtein(gold, pred) / length)
+        distances.append(0.0 if length == 0 else Levenshtein.distance(gold, pred) / length)
     if not distances:
         return 0.0
     score = 1.0 - min(distances)

@@ -130,6 +130,15 @@ class VLLMTeacher(PromptLogprobTeacher):
         return [(list(o.prompt_token_ids), o.prompt_logprobs) for o in outs]
 
 
+def retryable(error: Exception) -> bool:
+    """Whether a failed request may succeed when sent again: timeouts, lost connections and 5xx answers may; a
+    4xx answer (a malformed request, an unknown model, a prompt over the server's length) will not, except 408
+    (request timeout) and 429 (too many requests)."""
+    response = getattr(error, "response", None)
+    status = getattr(response, "status_code", None)
+    return status is None or status >= 500 or status in (408, 429)
+
+
 class ServedTeacher(PromptLogprobTeacher):
     """A teacher behind an OpenAI-compatible completions endpoint that returns ``prompt_logprobs``
     (``vllm serve MODEL``): text prompts as token ids, batched, with a timeout and retries."""
@@ -162,6 +171,10 @@ class ServedTeacher(PromptLogprobTeacher):
                 return [(ids, c.get("prompt_logprobs")) for ids, c in zip(requests, choices)]
             except Exception as e:  # noqa: BLE001 - retried, then reported on every sample of the batch
                 last = e
+                if not retryable(e):
+                    err = RuntimeError(f"served teacher {self.url} refused the request (not retried): "
+                                       f"{type(e).__name__}: {e}")
+                    return [err] * len(requests)
                 if attempt < self.retries:
                     time.sleep(self.backoff * (2 ** attempt))
         err = RuntimeError(f"served teacher {self.url} failed after {self.retries + 1} tries: "
