@@ -1,4 +1,4 @@
-"""The benchmark scripts run and report (their numbers are in the README; no timing is asserted here)."""
+"""The benchmark scripts run and report (their numbers are in docs/results.md; no timing is asserted here)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Distillation works: an SFT teacher, a weaker student, and 60 OPD steps (about 80 s on 2 cores).
 
 The task is the synthetic colour question at difficulty 0 (one shape; test records may repeat
-train ones at this level). The vision towers stay frozen (train.vision_lr_scale=0, see README).
+train ones at this level). The vision towers stay frozen (train.vision_lr_scale=0, see docs/training.md).
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ class MixtureEntry:
 
 @dataclass(kw_only=True)
 class DataConfig:
-    train_path: str | None = cfg(None, "training JSONL in the sample schema (see README); or data.mixture")
+    train_path: str | None = cfg(None, "training JSONL in the sample schema (docs/data.md); or data.mixture")
     mixture: list[MixtureEntry] = cfg(help="a data mixture: datasets with a teacher tag and a sampling weight", factory=list)
     default_teacher: str | None = cfg(None, "teacher of records that name none (None: the only teacher, if one)")
     test_path: str | None = cfg(None, "held-out JSONL for evaluation")

@@ -4,7 +4,7 @@ VL teacher against a direct forward, and three trainer steps with rollout.backen
 video data. Tiny random head_dim-64 models (``<family>-lm64``); every vLLM engine runs in its own
 interpreter (vl_runs.py).
 
-Tolerances, from what was measured (README, vLLM section):
+Tolerances, from what was measured (docs/vllm.md):
 - images, text, and Qwen2-VL video: greedy tokens equal, log-probs within 1e-5 (measured 5e-7);
 - Qwen2.5-VL video: greedy tokens equal, log-probs within 5e-3 (measured 1.2e-3). transformers 5.x
   places the text after a video at max(grid h, w) past its start, the original Qwen code and vLLM at

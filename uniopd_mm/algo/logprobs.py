@@ -10,7 +10,7 @@ def suppress(logits: torch.Tensor, suppressed_ids: list[int] | torch.Tensor | No
 
     The same ids must be suppressed in the rollout, in the student's and the teacher's training
     log-probs and in greedy evaluation; otherwise the policy gradient drains probability into
-    tokens that are never sampled (README, "Suppressed tokens").
+    tokens that are never sampled (docs/data.md, Processors).
     """
     if suppressed_ids is None or len(suppressed_ids) == 0:
         return logits

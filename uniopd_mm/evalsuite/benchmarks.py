@@ -7,7 +7,7 @@ holding ``{"bytes", "path"}``) are written once to ``DATA_DIR/<name>/_media/``. 
 
 Prompts follow lmms-eval's published ones for the document and diagram sets (AI2D, ChartQA, DocVQA,
 InfoVQA: answer with the letter / a single word or phrase); the math sets ask for step-by-step
-reasoning and a ``\\boxed{}`` answer, the code sets for one fenced Python block. The README's
+reasoning and a ``\\boxed{}`` answer, the code sets for one fenced Python block. docs/evaluation.md's
 "Evaluation" section lists where we differ from the official evaluators.
 """
 

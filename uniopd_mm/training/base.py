@@ -32,7 +32,7 @@ def prepare_params(model, cfg) -> list[dict]:
 
     NOTE: a tiny random-init vision tower trained at the language model's learning rate collapses
     (every image token becomes the same vector) long before the model learns to read it; a lower
-    scale or a frozen tower avoids that. See README, "Training traps".
+    scale or a frozen tower avoids that. See docs/training.md, "Training traps".
     """
     vision, other = [], []
     for name, p in model.named_parameters():
