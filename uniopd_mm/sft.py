@@ -24,7 +24,7 @@ from .metrics import MetricsLogger
 from .models import load_model, load_processor, response_logprobs
 from .rollout import make_rollout_engine
 from .training import make_training_engine
-from .training.base import even_micro_batches
+from .training.base import even_micro_batches, micro_batch_rows
 
 
 def target_text(sample: Sample, path: str) -> tuple[Sample, str]:
@@ -108,11 +108,10 @@ def run_sft(cfg: Config) -> dict:
         n_tok = engine.all_reduce(torch.tensor([float(sum(len(t) for t in targets))])).item()
 
         def nll(model, rows):
-            real = [r for r in rows if r >= 0]
-            take = real or [0]  # a padding micro-batch forwards row 0 and counts nothing
+            take, counts = micro_batch_rows(rows)
             batch = proc.training_batch([prompts[r] for r in take], [targets[r] for r in take])
             lp = response_logprobs(model, batch, proc.suppressed_token_ids, 1.0, cfg.train.logprob_chunk)["logprobs"]
-            mask = batch["response_mask"].to(lp.device) * (1.0 if real else 0.0)
+            mask = batch["response_mask"].to(lp.device) * (1.0 if counts else 0.0)
             return aggregate(-lp, mask, "token_mean", n_tok / engine.world_size), {}
 
         t_step = time.time()

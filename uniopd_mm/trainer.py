@@ -37,7 +37,7 @@ from .models import load_model, load_processor, model_device, response_logprobs
 from .rollout import SamplingParams, make_rollout_engine
 from .teacher import TeacherScores, make_teacher
 from .training import make_training_engine
-from .training.base import even_micro_batches
+from .training.base import even_micro_batches, micro_batch_rows
 from .verifiers import verify
 
 
@@ -176,8 +176,11 @@ class Trainer:
             return
         from .verifiers import verifier_for
 
-        bad = [s for s in self.samples
-               if verifier_for(s.domain, s.meta) is None or (s.answer is None and verifier_for(s.domain, s.meta) != "code")]
+        def unverifiable(s) -> bool:  # as verify() decides: no verifier, or no answer to check (code needs none)
+            name = verifier_for(s.domain, s.meta)
+            return name is None or (s.answer is None and name != "code")
+
+        bad = [s for s in self.samples if unverifiable(s)]
         if len(bad) * 2 > len(self.samples) and self.is_main:
             domains = sorted({s.domain for s in bad})[:5]
             warnings.warn(f"{len(bad)} of {len(self.samples)} training records have no verifier for their domain "
@@ -217,8 +220,8 @@ class Trainer:
 
     # -- micro-batches ------------------------------------------------------------------------
     def student_batch(self, prompts, responses, rows):
-        real = [r for r in rows if r >= 0] or [0]
-        return self.student_proc.training_batch([prompts[r] for r in real], [responses[r] for r in real])
+        take, _ = micro_batch_rows(rows)
+        return self.student_proc.training_batch([prompts[r] for r in take], [responses[r] for r in take])
 
     # -- the step -----------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -255,18 +258,18 @@ class Trainer:
         forward_needed = not reuse or ref is not None
         with t("old_logprobs"), torch.no_grad():
             for rows in chunks if forward_needed else []:
-                real = [r for r in rows if r >= 0]
+                take, counts = micro_batch_rows(rows)
                 batch = self.student_batch(r_prompts, responses, rows)
                 if not reuse:
                     lp = response_logprobs(self.engine.forward_model, batch, self.suppressed,
                                            cfg.rollout.temperature, cfg.train.logprob_chunk,
                                            share_prompts=cfg.train.share_prompts)["logprobs"]
-                    if real:
-                        old[real, : lp.shape[1]] = lp[: len(real)].cpu() * batch["response_mask"][: len(real)]
-                if ref is not None and real:
+                    if counts:
+                        old[take, : lp.shape[1]] = lp[: len(take)].cpu() * batch["response_mask"][: len(take)]
+                if ref is not None and counts:
                     rlp = response_logprobs(self.ref_model, batch, self.suppressed, cfg.rollout.temperature,
                                             cfg.train.logprob_chunk, share_prompts=cfg.train.share_prompts)["logprobs"]
-                    ref[real, : rlp.shape[1]] = rlp[: len(real)].cpu() * batch["response_mask"][: len(real)]
+                    ref[take, : rlp.shape[1]] = rlp[: len(take)].cpu() * batch["response_mask"][: len(take)]
 
         # 4. teacher scores: each rollout by its prompt's teacher
         with t("teacher"):
@@ -487,15 +490,14 @@ class Trainer:
     def loss(self, model, r_prompts, responses, rows, tensors, normalizer):
         cfg = self.cfg.algo
         batch = self.student_batch(r_prompts, responses, rows)
-        real = [r for r in rows if r >= 0]
-        take = real or [0]
+        take, counts = micro_batch_rows(rows)
         width = batch["responses"].shape[1]
         device = model_device(model)
 
         def sl(x):
             return x[take, :width].to(device)
 
-        mask = sl(tensors["mask"]) * (1.0 if real else 0.0)
+        mask = sl(tensors["mask"]) * (1.0 if counts else 0.0)
         out = response_logprobs(model, batch, self.suppressed, self.cfg.rollout.temperature, self.cfg.train.logprob_chunk,
                                 with_entropy=cfg.entropy_coef > 0, with_full=cfg.loss != "pg",
                                 share_prompts=self.cfg.train.share_prompts)

@@ -105,6 +105,13 @@ def even_micro_batches(n: int, size: int, engine) -> list[list[int]]:
     return chunks + [[-1]] * (count - len(chunks))
 
 
+def micro_batch_rows(rows: list[int]) -> tuple[list[int], bool]:
+    """(the rows to forward, whether they count) of a micro-batch from ``even_micro_batches``: a padding
+    micro-batch ``[-1]`` forwards row 0, and its loss mask must be all zero."""
+    real = [r for r in rows if r >= 0]
+    return real or [0], bool(real)
+
+
 class TrainingEngine:
     """What the trainer needs from a training backend.
 
