@@ -10,12 +10,13 @@ ART ?= artifacts
 
 .PHONY: install run test test-all test-faults data models clean bench-step bench-env demo test-vllm vllm-env bench-step-vllm gpu-check real-weights-check
 
-$(STAMP): requirements.txt requirements-parity.txt pyproject.toml
+$(STAMP): requirements.txt requirements-parity.txt requirements-parity-latex.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PY) -m pip install -q --no-deps --upgrade --target $(VENV)/lmms-eval-0.7.3 -r requirements-parity.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation --upgrade --target $(VENV)/latex2sympy2-1.9.1 -r requirements-parity-latex.txt
 	@touch $(STAMP)
 
 install: $(STAMP)

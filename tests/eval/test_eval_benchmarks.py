@@ -55,8 +55,9 @@ def bench_dir(tmp_path_factory) -> Path:
         {"id": "1", "question": "Which? A: 1 B: 2", "image": img(), "ground_truth": "B",
          "answer_type": "multiple choice", "subject": "graph", "knowledge_level": "elementary"}])
     write_parquet(d / "wemath" / "testmini.parquet", [
-        {"ID": "3steps_1", "split": "testmini", "knowledge concept": "Area", "question": "Find the area.",
-         "option": "A. 2; B. 4; C. 8", "answer": "B", "image_path": "x.png", "key": "2-1", "image": img()}])
+        {"ID": "7", "split": "testmini", "knowledge concept": "Area", "question": "Find the area.",
+         "option": "A. 2; B. 4; C. 8", "answer": "B", "image_path": img(), "key": "2steps_1", "question number": 1,
+         "knowledge concept description": "..."}])
     (d / "logicvista" / "data" / "images").mkdir(parents=True)
     (d / "logicvista" / "data" / "images" / "q1.png").write_bytes(png_bytes())
     (d / "logicvista" / "data" / "dataset.json").write_text(json.dumps({
@@ -64,9 +65,15 @@ def bench_dir(tmp_path_factory) -> Path:
               "reasoning": "...", "skill": ["spatial"]}}))
     (d / "visulogic" / "images").mkdir(parents=True)
     (d / "visulogic" / "images" / "00001.png").write_bytes(png_bytes())
-    (d / "visulogic" / "data.jsonl").write_text(json.dumps(
+    import zipfile
+
+    with zipfile.ZipFile(d / "visulogic" / "images.zip", "w") as z:  # the release keeps its images in images.zip
+        z.writestr("images/00002.png", png_bytes((0, 255, 0)))
+    (d / "visulogic" / "data.jsonl").write_text("\n".join(json.dumps(r) for r in [
         {"id": "00001", "question": "Pick one. A: a B: b C: c D: d", "image_path": "images/00001.png", "label": "C",
-         "tag": "Quantitative Reasoning"}) + "\n")
+         "tag": "Quantitative Reasoning"},
+        {"id": "00002", "question": "Which? A: a B: b C: c D: d", "image_path": "./images/00002.png", "label": "a",
+         "tag": "Other"}]) + "\n")
     write_parquet(d / "ai2d" / "data" / "test-00000.parquet", [
         {"question": "Which part is the leaf?", "options": ["root", "leaf", "stem", "flower"], "answer": "1",
          "image": img()}])
@@ -113,7 +120,7 @@ def bench_dir(tmp_path_factory) -> Path:
 
 EXPECTED = {  # benchmark -> (records, first answer, has image)
     "mathvision": (2, "B", True), "dynamath": (2, "0.5", True), "wemath": (1, "B", True), "logicvista": (1, "A, C", True),
-    "visulogic": (1, "C", True), "ai2d": (1, "B", True), "chartqa": (1, "100", True), "docvqa": (1, "May 1", True),
+    "visulogic": (2, "C", True), "ai2d": (1, "B", True), "chartqa": (1, "100", True), "docvqa": (1, "May 1", True),
     "infovqa": (1, "12", True), "aime24": (1, "1/2", False), "aime25": (1, "4", False), "hmmt25_feb": (1, "3", False),
     "hmmt25_nov": (1, "3", False), "humanevalplus": (1, None, False), "mbppplus": (1, None, False),
     "livecodebench": (2, None, False),
@@ -135,8 +142,19 @@ def test_prompts_follow_the_documented_formats(bench_dir):
     ai2d = BENCHMARKS["ai2d"].load_samples(bench_dir)[0].messages[0]["content"][-1]["text"]
     assert ai2d == ("Which part is the leaf?\nA. root\nB. leaf\nC. stem\nD. flower\n"
                     "Answer with the option's letter from the given choices directly.")
-    mv = BENCHMARKS["mathvision"].load_samples(bench_dir)
-    assert "<image1>" not in mv[0].messages[0]["content"][-1]["text"] and "\\boxed{}" in mv[1].messages[0]["content"][-1]["text"]
+    mv = BENCHMARKS["mathvision"].load_samples(bench_dir)  # lmms-eval's mathvision_test prompt, word for word
+    assert mv[0].messages[0]["content"][-1]["text"] == (
+        'Please solve the problem step by step and put your answer in one "\\boxed{}".<image1>\nWhich shape is red?\n'
+        "Choices: A. circle\nB. square\nAnswer the question with the option's letter from the given choices directly.")
+    assert mv[1].messages[0]["content"][-1]["text"].endswith('"\\boxed{}".<image1>\nHow many sides?')
+    for name in ("wemath", "logicvista", "dynamath"):  # the reasoning variants: their system prompt, then the question
+        messages = BENCHMARKS[name].load_samples(bench_dir)[0].messages
+        assert messages[0]["role"] == "system" and "<answer>...</answer>" in messages[0]["content"][0]["text"]
+    assert BENCHMARKS["wemath"].load_samples(bench_dir)[0].messages[1]["content"][-1]["text"] == (
+        "Find the area.\nA. 2; B. 4; C. 8")
+    vl = BENCHMARKS["visulogic"].load_samples(bench_dir)
+    assert vl[0].messages[0]["content"][-1]["text"].endswith("D: d\nAnswer with the option letter only.")
+    assert vl[1].answer == "A" and Path(vl[1].images[0]).is_file()  # read from images.zip
     lcb = BENCHMARKS["livecodebench"].load_samples(bench_dir)
     assert [len(s.meta["lcb_tests"]) for s in lcb] == [2, 2]  # public + the decoded private tests
 
@@ -193,7 +211,7 @@ def test_lenient_scoring_is_an_option_under_its_own_name():
     assert chart.lenient("Answer: 2 0", Sample(id="2", messages=[], answer="20")) == 1.0
     assert result_name(doc, EvalSettings(lenient=True)) == "docvqa_lenient"
     assert result_name(doc, EvalSettings()) == "docvqa"
-    assert result_name(BENCHMARKS["mathvision"], EvalSettings(lenient=True)) == "mathvision"  # no lenient variant
+    assert result_name(BENCHMARKS["synthetic"], EvalSettings(lenient=True)) == "synthetic"  # no lenient variant
     assert (doc.max_new_tokens, chart.max_new_tokens, BENCHMARKS["ai2d"].max_new_tokens) == (32, 16, 16)
 
 
@@ -309,7 +327,7 @@ def test_download_fetches_resumes_and_says_when_offline(bench_dir, tmp_path, mon
     out = subprocess.run(cmd[:-3] + ["--data-dir", str(tmp_path / "empty"), "--quiet"], capture_output=True, text=True,
                          cwd=ROOT, env={**env, "HF_ENDPOINT": hub.url})
     assert out.returncode == 0 and "chartqa: cannot reach the Hub for lmms-lab/ChartQA (offline?)" in out.stdout
-    with pytest.raises(DownloadError, match="logicvista: no Hugging Face dataset"):
+    with pytest.raises(DownloadError, match="synthetic: no Hugging Face dataset"):
         from uniopd_mm.evalsuite.download import download
 
-        download("logicvista", tmp_path / "data")
+        download("synthetic", tmp_path / "data")

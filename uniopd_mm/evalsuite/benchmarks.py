@@ -25,7 +25,7 @@ from pathlib import Path
 
 from uniopd_mm.data import Sample, load_jsonl
 
-from . import scorers
+from . import official, scorers
 
 MATH_SUFFIX = "\nPlease reason step by step, and put your final answer within \\boxed{}."
 MCQ_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
@@ -52,6 +52,7 @@ class Benchmark:
     notes: str = ""
     options: dict = field(default_factory=dict)
     lenient: Callable[[str, Sample], float] | None = None  # --lenient: the looser answer extraction, own name
+    aggregate: Callable[[list[Sample], list[float]], dict] | None = None  # (samples, per-item scores) -> extra scores
 
     def files(self, data_dir: Path) -> list[Path]:
         root = Path(data_dir) / self.name
@@ -123,42 +124,56 @@ def lettered(options: list[str]) -> str:
     return "\n".join(f"{chr(65 + i)}. {o}" for i, o in enumerate(options))
 
 
-# -- multimodal math -------------------------------------------------------------------------------------
+# -- multimodal math and logic: lmms-eval 0.7.3's tasks (evalsuite/official.py) -------------------------------
+MATHVISION_PROMPT = 'Please solve the problem step by step and put your answer in one "\\boxed{}".'
+MATHVISION_MC = "Answer the question with the option's letter from the given choices directly."
+
+
 def load_mathvision(files, media):
     """MathLLMs/MathVision: id, question (with <image1>), options (list, empty if free-form), image (path),
-    decoded_image (image struct), answer, solution, level, subject."""
+    decoded_image (image struct), answer, solution, level, subject. The prompt is lmms-eval's ``mathvision_test``
+    one, word for word (the question follows the instruction without a space)."""
     out = []
     for r in read_rows(files):
-        q = str(r["question"]).replace("<image1>", "").strip()
-        opts = list(r.get("options") or [])
+        opts = [str(o) for o in (r.get("options") or [])]
         img = media_path(r.get("decoded_image") or r.get("image"), media, f"mathvision-{safe_stem(r['id'])}", files[0].parent)
-        text = f"{q}\n{lettered(opts)}{MCQ_SUFFIX}" if opts else q + MATH_SUFFIX
+        choices = "\n".join(f"{chr(65 + i)}. {o}" for i, o in enumerate(opts))
+        text = MATHVISION_PROMPT + (f"{r['question']}\nChoices: {choices}\n{MATHVISION_MC}" if opts else str(r["question"]))
         out.append(Sample(id=str(r["id"]), messages=user(text, img), answer=str(r["answer"]), domain="mathvision",
                           meta={"options": opts, "subject": r.get("subject"), "level": r.get("level")}))
     return out
 
 
-def score_mathvision(response, s):
+def lenient_mathvision(response, s):
     if s.meta.get("options"):
         return scorers.choice(response, s.answer, s.meta["options"])
     return scorers.math(response, s.answer)
 
 
+def reasoning_prompt(text: str, image: str | None) -> list[dict]:
+    """lmms-eval's reasoning tasks: their system prompt (<think> then <answer>), then the image and the question."""
+    return [{"role": "system", "content": [{"type": "text", "text": official.REASONING_SYSTEM_PROMPT}]}] + user(text.strip(), image)
+
+
 def load_dynamath(files, media):
-    """DynaMath/DynaMath_Sample (sample_variant1..10): id, question (options inline for multiple choice),
-    image, ground_truth, answer_type (multiple choice / float / free form), subject, knowledge_level."""
+    """DynaMath (kcz358/DynaMath as lmms-eval reads it, or DynaMath_Sample's sample_variant<k>.parquet): id (the
+    seed question, shared by its variants), question (options inline), decoded_image or image, ground_truth,
+    answer_type, subject. Variants of one seed question form a group (average and worst-case scores)."""
     out = []
-    for i, r in enumerate(read_rows(files)):
-        rid = str(r.get("id", r.get("qid", i)))
-        mc = "multiple" in str(r.get("answer_type", "")).lower()
-        img = media_path(r["image"], media, f"dynamath-{safe_stem(rid)}", files[0].parent)
-        out.append(Sample(id=rid, messages=user(str(r["question"]) + (MCQ_SUFFIX if mc else MATH_SUFFIX), img),
-                          answer=str(r["ground_truth"]), domain="dynamath",
-                          meta={"answer_type": r.get("answer_type"), "subject": r.get("subject")}))
+    for f in files:
+        stem = f.stem.replace("sample_", "")
+        for i, r in enumerate(read_rows([f])):
+            group = str(r.get("id", r.get("qid", i)))
+            variant = str(r.get("question_id", stem))
+            img = media_path(r.get("decoded_image") or r.get("image"), media, f"dynamath-{safe_stem(group)}-{safe_stem(variant)}",
+                             f.parent)
+            out.append(Sample(id=f"{group}-{variant}", messages=reasoning_prompt(str(r["question"]), img),
+                              answer=str(r["ground_truth"]), domain="dynamath",
+                              meta={"group": group, "answer_type": r.get("answer_type"), "subject": r.get("subject")}))
     return out
 
 
-def score_dynamath(response, s):
+def lenient_dynamath(response, s):
     kind = str(s.meta.get("answer_type", "")).lower()
     if "multiple" in kind:
         return scorers.choice(response, s.answer)
@@ -172,42 +187,65 @@ def score_dynamath(response, s):
 
 
 def load_wemath(files, media):
-    """We-Math/We-Math (testmini): ID, question, option ("A. ...; B. ..."), answer (letter), image_path or
-    image, key, knowledge concept."""
+    """We-Math/We-Math (testmini): ID (the problem), key ("2steps_1" .. "3steps_multi", or a one-step key),
+    question, option ("A. ...; B. ..."), answer (letter), image_path or image, knowledge concept."""
     out = []
     for r in read_rows(files):
-        rid = str(r.get("ID", r.get("id")))
-        img = media_path(r.get("image") or r.get("image_path"), media, f"wemath-{safe_stem(rid)}-{safe_stem(r.get('key', ''))}",
+        rid, key = str(r.get("ID", r.get("id"))), str(r.get("key", ""))
+        img = media_path(r.get("image") or r.get("image_path"), media, f"wemath-{safe_stem(rid)}-{safe_stem(key)}",
                          files[0].parent)
-        text = f"{r['question']}\n{r.get('option', '')}".strip() + MCQ_SUFFIX
-        out.append(Sample(id=f"{rid}-{r.get('key', '')}".rstrip("-"), messages=user(text, img), answer=str(r["answer"]),
-                          domain="wemath", meta={"concept": r.get("knowledge concept")}))
+        out.append(Sample(id=f"{rid}-{key}".rstrip("-"), messages=reasoning_prompt(f"{r['question']}\n{r.get('option', '')}", img),
+                          answer=str(r["answer"]), domain="wemath",
+                          meta={"problem": rid, "key": key, "concept": r.get("knowledge concept")}))
     return out
 
 
-# -- logic -------------------------------------------------------------------------------------------------
 def load_logicvista(files, media):
-    """LogicVista data/dataset.json: id -> {imagename, question (options inline), answer ("A" or "A, C"),
-    reasoning, skill}; images in data/images/."""
+    """LogicVista: lscpku/LogicVista (question, image, answer) as lmms-eval reads it, or the GitHub release's
+    data/dataset.json (id -> {imagename, question, answer ("A" or "A, C"), skill}) with data/images/."""
     out = []
-    for r in read_rows(files):
-        rid = str(r.get("_key", r.get("id")))
+    for i, r in enumerate(read_rows(files)):
+        rid = str(r.get("_key", r.get("id", i)))
         img = media_path(r.get("image") or f"images/{r['imagename']}", media, f"logicvista-{safe_stem(rid)}", files[0].parent)
-        text = str(r["question"]) + "\nAnswer with the letter(s) of the correct option(s)."
-        out.append(Sample(id=rid, messages=user(text, img), answer=str(r["answer"]), domain="logicvista",
-                          meta={"skill": r.get("skill")}))
+        out.append(Sample(id=rid, messages=reasoning_prompt(str(r["question"]), img), answer=str(r["answer"]),
+                          domain="logicvista", meta={"skill": r.get("skill")}))
     return out
 
 
 def load_visulogic(files, media):
-    """VisuLogic data.jsonl: id, question (options inline), image_path, label (A-D), tag."""
+    """VisuLogic data.jsonl: id, question (options inline), image_path, label (A-D), tag; the images in images/ or in
+    the release's images.zip (read from the archive once, into the media folder)."""
     out = []
-    for r in read_rows(files):
-        rid = str(r["id"])
-        img = media_path(r.get("image") or r["image_path"], media, f"visulogic-{safe_stem(rid)}", files[0].parent)
-        out.append(Sample(id=rid, messages=user(str(r["question"]) + MCQ_SUFFIX, img), answer=str(r["label"]),
-                          domain="visulogic", meta={"tag": r.get("tag")}))
+    for f in files:
+        archive = f.parent / "images.zip"
+        for r in read_rows([f]):
+            rid = str(r["id"])
+            path = r.get("image") or r["image_path"]
+            if isinstance(path, str) and not (f.parent / path).exists() and archive.exists():
+                path = unzip_member(archive, path.lstrip("./"), media)
+            img = media_path(path, media, f"visulogic-{safe_stem(rid)}", f.parent)
+            out.append(Sample(id=rid, messages=user(f"{str(r['question']).strip()}\nAnswer with the option letter only.", img),
+                              answer=str(r["label"]).strip().upper()[:1], domain="visulogic", meta={"tag": r.get("tag")}))
     return out
+
+
+def unzip_member(archive: Path, member: str, media: Path) -> str:
+    import zipfile
+
+    out = media / "visulogic" / member
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(archive) as z:
+            out.write_bytes(z.read(member))
+    return str(out.resolve())
+
+
+def wemath_aggregate(samples, per_item):
+    return official.wemath_four_way([(s.meta["problem"], s.meta["key"], v) for s, v in zip(samples, per_item)])
+
+
+def dynamath_aggregate(samples, per_item):
+    return official.dynamath_variants([(s.meta["group"], v) for s, v in zip(samples, per_item)])
 
 
 # -- documents and diagrams ------------------------------------------------------------------------------
@@ -383,17 +421,23 @@ def score_synthetic(response, s):
 
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
+    # lmms-eval 0.7.3's tasks, their prompts, scoring and max_new_tokens: mathvision_test (MATH-V's rules), the
+    # reasoning variants for DynaMath / WeMath / LogicVista (<answer> tag, rule-based), and visulogic
     Benchmark("mathvision", "MathLLMs/MathVision (test or testmini Parquet)", ["**/*.parquet", "*.jsonl", "*.json"],
-              load_mathvision, score_mathvision, "mm-math"),
-    Benchmark("dynamath", "DynaMath/DynaMath_Sample (sample_variant*.parquet)", ["**/*.parquet", "*.jsonl", "*.json"],
-              load_dynamath, score_dynamath, "mm-math"),
+              load_mathvision, lambda r, s: official.mathvision(r, s.answer, s.meta["options"]), "mm-math",
+              max_new_tokens=16384, lenient=lenient_mathvision),
+    Benchmark("dynamath", "kcz358/DynaMath (Parquet), or DynaMath/DynaMath_Sample's sample_variant*.parquet",
+              ["**/*.parquet", "*.jsonl", "*.json"], load_dynamath, lambda r, s: official.reasoning(r, s.answer), "mm-math",
+              max_new_tokens=49152, lenient=lenient_dynamath, aggregate=dynamath_aggregate),
     Benchmark("wemath", "We-Math/We-Math (testmini Parquet, or testmini.json with the images)",
-              ["**/*.parquet", "*.json", "*.jsonl"], load_wemath,
-              lambda r, s: scorers.choice(r, s.answer), "mm-math", notes="plain accuracy, not We-Math's four-way metric"),
-    Benchmark("logicvista", "Yijia-Xiao/LogicVista (data/dataset.json and data/images/)", ["**/dataset.json", "*.jsonl"],
-              load_logicvista, lambda r, s: scorers.choice_set(r, s.answer), "logic"),
-    Benchmark("visulogic", "VisuLogic/VisuLogic (data.jsonl and images/)", ["*.jsonl", "**/*.parquet"], load_visulogic,
-              lambda r, s: scorers.choice(r, s.answer), "logic"),
+              ["**/*.parquet", "*.json", "*.jsonl"], load_wemath, lambda r, s: official.reasoning(r, s.answer), "mm-math",
+              max_new_tokens=49152, lenient=lambda r, s: scorers.choice(r, s.answer), aggregate=wemath_aggregate),
+    Benchmark("logicvista", "lscpku/LogicVista (Parquet), or the GitHub release's data/dataset.json and data/images/",
+              ["**/*.parquet", "**/dataset.json", "*.jsonl"], load_logicvista, lambda r, s: official.reasoning(r, s.answer),
+              "logic", max_new_tokens=49152, lenient=lambda r, s: scorers.choice_set(r, s.answer)),
+    Benchmark("visulogic", "VisuLogic/VisuLogic (data.jsonl with images.zip or images/)", ["*.jsonl", "**/*.parquet"],
+              load_visulogic, lambda r, s: official.visulogic(r, s.answer), "logic", max_new_tokens=64,
+              lenient=lambda r, s: scorers.choice(r, s.answer)),
     # max_new_tokens as lmms-eval's tasks: 16 for AI2D and ChartQA, 32 for DocVQA and InfographicVQA
     Benchmark("ai2d", "lmms-lab/ai2d (test Parquet)", ["**/*.parquet"], load_ai2d,
               lambda r, s: scorers.lmms_eval_choice(r, s.answer), "documents", max_new_tokens=16,

@@ -20,10 +20,10 @@ class HubSource:
 # benchmark -> its dataset on the Hub (None: not on the Hub in the layout the loader reads; fetch it by hand)
 HUB_SOURCES: dict[str, HubSource | None] = {
     "mathvision": HubSource("MathLLMs/MathVision", ("data/*.parquet",)),
-    "dynamath": HubSource("DynaMath/DynaMath_Sample", ("*.parquet", "data/*.parquet")),
+    "dynamath": HubSource("kcz358/DynaMath", ("*.parquet", "data/*.parquet")),
     "wemath": HubSource("We-Math/We-Math", ("*.parquet", "*.json", "data/*.parquet")),
-    "logicvista": None,  # a GitHub release (data/dataset.json and data/images/)
-    "visulogic": HubSource("VisuLogic/VisuLogic", ("*.jsonl", "images/*", "**/*.parquet")),
+    "logicvista": HubSource("lscpku/LogicVista", ("*.parquet", "data/*.parquet")),
+    "visulogic": HubSource("VisuLogic/VisuLogic", ("data.jsonl", "images.zip")),
     "ai2d": HubSource("lmms-lab/ai2d", ("data/*.parquet",)),
     "chartqa": HubSource("lmms-lab/ChartQA", ("data/*.parquet",)),
     "docvqa": HubSource("lmms-lab/DocVQA", ("DocVQA/validation-*.parquet",)),

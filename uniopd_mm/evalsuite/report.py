@@ -25,6 +25,11 @@ def _table(columns: list[tuple[str, dict]]) -> list[str]:
             cells = [f"{100 * res['benchmarks'][b]['domains'][d]:.1f}" if d in res.get("benchmarks", {}).get(b, {}).get(
                 "domains", {}) else "-" for _, res in columns]
             lines.append(f"| &nbsp;&nbsp;{b}/{d} | | " + " | ".join(cells) + " |")
+        scores = [a for a, v in first.get("aggregates", {}).items() if isinstance(v, float)]  # counts stay in scores.json
+        for a in scores:
+            cells = [f"{100 * res['benchmarks'][b]['aggregates'][a]:.1f}" if a in res.get("benchmarks", {}).get(b, {}).get(
+                "aggregates", {}) else "-" for _, res in columns]
+            lines.append(f"| &nbsp;&nbsp;{b}: {a} | | " + " | ".join(cells) + " |")
     return lines
 
 

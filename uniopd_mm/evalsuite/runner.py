@@ -105,7 +105,8 @@ def run_benchmark(bench, make_rollout, processor, data_dir: Path, out: Path, set
             fout.flush()
             bar.update(len(todo[i:i + settings.batch_size]))
     bar.close()
-    rows = [done[s.id] for s in samples if s.id in done]
+    scored = [s for s in samples if s.id in done]
+    rows = [done[s.id] for s in scored]
     per_item = [sum(r["scores"]) / max(len(r["scores"]), 1) for r in rows]
     domains: dict[str, list[float]] = defaultdict(list)
     for r, v in zip(rows, per_item):
@@ -113,7 +114,8 @@ def run_benchmark(bench, make_rollout, processor, data_dir: Path, out: Path, set
     return {"score": sum(per_item) / max(len(per_item), 1), "items": len(rows), "k": n, "temperature": temperature,
             "max_new_tokens": max_new, "group": bench.group, "rejected": sum(1 for r in rows if r.get("error")),
             "domains": {d: sum(v) / len(v) for d, v in sorted(domains.items())} if len(domains) > 1 else {},
-            "notes": bench.notes}
+            "notes": bench.notes,
+            "aggregates": bench.aggregate(scored, per_item) if bench.aggregate and not settings.lenient else {}}
 
 
 def result_name(bench, settings: EvalSettings) -> str:
