@@ -238,3 +238,47 @@ def test_a_recipe_on_unverifiable_records_warns_and_logs_the_unknown_share(tiny_
     t.train()
     row = read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]
     assert row["reward/unknown_frac"] == 1.0 and row["reward/verified_frac"] == 0.0
+
+
+@pytest.mark.parametrize("advantage", ["grpo", "opd+outcome"])
+def test_outcome_baselines_use_the_verifier_reward(tiny_dir, synth_dir, tmp_path, monkeypatch, advantage):
+    """GRPO never calls the teacher and its advantages are the group-normalised outcomes; OPD plus the outcome
+    adds exactly outcome_coef times those to the OPD advantages."""
+    import itertools
+
+    from uniopd_mm.algo.outcome import group_normalised_outcome
+
+    cfg = tiny_config(tiny_dir, synth_dir, tmp_path / advantage, overrides=[
+        f"algo.advantage={advantage}", "algo.outcome_coef=2.0", "train.steps=1", "rollout.n=4"])
+    trainer = Trainer(cfg)
+    verdicts = itertools.cycle([True, False, False, None])  # the random student is never right: mixed groups by hand
+    monkeypatch.setattr("uniopd_mm.trainer.verify", lambda sample, text: next(verdicts))
+    calls = []
+    original = trainer.score_by_teacher
+    monkeypatch.setattr(trainer, "score_by_teacher", lambda *a: calls.append(1) or original(*a))
+    seen = {}
+    calibrate = trainer.calibrate
+
+    def spy(teacher_lp, old, loss_mask, verdict, group, teacher_ids=None):
+        adv, mask, metrics = calibrate(teacher_lp, old, loss_mask, verdict, group, teacher_ids)
+        seen.update(teacher_lp=teacher_lp, old=old, mask=mask, verdict=verdict, group=group, adv=adv)
+        return adv, mask, metrics
+
+    monkeypatch.setattr(trainer, "calibrate", spy)
+    trainer.train()
+    outcome = group_normalised_outcome(torch.where(seen["mask"].sum(-1) > 0, seen["verdict"], -1), seen["group"])
+    opd = (seen["teacher_lp"] - seen["old"]) * seen["mask"]
+    if advantage == "grpo":
+        assert not calls
+        assert torch.allclose(seen["adv"], outcome[:, None] * seen["mask"])
+    else:
+        assert calls
+        assert torch.allclose(seen["adv"], opd + 2.0 * outcome[:, None] * seen["mask"], atol=1e-6)
+    assert outcome.abs().sum() > 0  # some group had both outcomes, so the check above had something to compare
+
+
+def test_grpo_refuses_margin_calibration():
+    from uniopd_mm.config import AlgoConfig, ConfigError, MarginConfig
+
+    with pytest.raises(ConfigError, match="grpo uses no teacher"):
+        AlgoConfig(advantage="grpo", margin=MarginConfig(shift=True))

@@ -200,6 +200,11 @@ class AlgoConfig:
     preset: Literal["custom", "opd", "uniopd_text", "uniopd_mm"] = cfg(
         "custom", "a named recipe whose balance/margin settings apply under any explicit ones: opd (plain), "
         "uniopd_text (mean/both/delta 0.4/group, r=1), uniopd_mm (mean/correct_up/delta 0/group, r=1)")
+    advantage: Literal["opd", "grpo", "opd+outcome"] = cfg(
+        "opd", "opd: the per-token OPD reward (the paper); grpo: outcome-only RL, the verifier's reward normalised in "
+               "each prompt's group, no teacher is run (a baseline); opd+outcome: OPD plus outcome_coef times that "
+               "outcome advantage (verl's task-reward option)")
+    outcome_coef: float = cfg(1.0, "weight of the outcome advantage with advantage: opd+outcome", range=(0.0, None))
     balance: BalanceConfig = cfg(help="online data balancing (student perspective)", factory=BalanceConfig)
     margin: MarginConfig = cfg(help="margin calibration (teacher perspective)", factory=MarginConfig)
     loss: Literal["pg", "forward_kl", "reverse_kl", "jsd"] = cfg(
@@ -216,6 +221,11 @@ class AlgoConfig:
     kl_estimator: Literal["k1", "k3"] = cfg("k3", "per-token KL estimator for the reference penalty")
     entropy_coef: float = cfg(0.0, "entropy bonus coefficient", range=(0.0, None))
     logratio_threshold: float | None = cfg(10.0, "drop tokens with |log pi_theta - log pi_T| >= this (None: off)", range=(0.0, None))
+
+    def __post_init__(self):
+        if self.advantage == "grpo" and (self.margin.shift or self.margin.mask):
+            raise ConfigError("algo.advantage: grpo uses no teacher, so there is no teacher margin to calibrate: "
+                              "turn off algo.margin.shift / algo.margin.mask (or use preset opd)")
 
 
 @dataclass(kw_only=True)

@@ -28,6 +28,7 @@ from .algo.loss import aggregate, distribution_loss, kl_penalty, ppo_clip_loss, 
 from .algo.balance import online_balance_keep
 from .algo.margin import greedy_margin_mask, margin_shift, order_consistency, trajectory_returns
 from .algo.opd import logratio_mask, opd_advantages, teacher_failure_mask
+from .algo.outcome import add_outcome, grpo_advantages
 from .algo.xtok import chunk_reward_logprobs
 from .config import Config, ConfigError
 from .data import DataError, MixtureSampler, PromptCache, PromptSampler, RejectLog, load_jsonl, load_test_records, rank_file
@@ -274,7 +275,11 @@ class Trainer:
         # 4. teacher scores: each rollout by its prompt's teacher
         with t("teacher"):
             routes = [self.teacher_of(s) for s in r_samples]
-            scores = self.score_by_teacher(r_samples, responses, routes, response_mask.shape[1])
+            if cfg.algo.advantage == "grpo":  # outcome-only: the teacher is not called (log ratio 0 everywhere)
+                scores = TeacherScores(old.clone(), torch.zeros(n, dtype=torch.bool), [None] * n,
+                                       token_mask=torch.ones_like(old))
+            else:
+                scores = self.score_by_teacher(r_samples, responses, routes, response_mask.shape[1])
         teacher_lp = scores.logprobs
         if scores.chunks is not None:  # cross-tokenizer teachers: every token of a chunk gets the chunk's signal
             teacher_lp = chunk_reward_logprobs(teacher_lp, old, scores.chunks)
@@ -485,6 +490,10 @@ class Trainer:
         if m.shift or m.mask:
             after = order_consistency(gathered(trajectory_returns(advantages, loss_mask)), gathered(eligible), gathered(group))
             metrics.update({f"margin_after/{k}": v for k, v in after.items()})
+        if a.advantage == "grpo":  # the baselines: outcome only, or OPD plus the outcome (algo/outcome.py)
+            advantages = grpo_advantages(eligible, group, loss_mask)
+        elif a.advantage == "opd+outcome":
+            advantages = add_outcome(advantages, eligible, group, loss_mask, a.outcome_coef)
         return advantages, loss_mask, metrics
 
     def loss(self, model, r_prompts, responses, rows, tensors, normalizer):
