@@ -1,0 +1,307 @@
+"""The imperfect-teacher benchmark: a teacher with a systematic blind spot learned from its data, and a weak
+student trained on correct data. Every row gets the same seeds and the same wall-clock training budget and
+is judged by greedy accuracy on held-out questions, overall and on the blind-spot slice.
+
+    python scripts/blindspot.py [--out runs/blindspot --budget 120 --seeds 0,1,2,3,4 --rows all]
+    python scripts/blindspot.py --quick --out /tmp/bs      # one seed, a few steps: checks every row's pipeline
+
+Setup (cached under --out): synthetic colour questions ("What color is the circle?", answers stating the fact
+first: "circle: blue, so blue"); the teacher is fine-tuned on a copy of the training data in which every
+"blue" answer reads "green" (so it answers green wherever the truth is blue: the blind spot), the student on the
+correct data with fewer steps. The test questions whose answer is blue form the ``blind`` slice
+(``meta.slice``, reported as ``eval/slice/blind``).
+
+Rows:
+
+- ``teacher``: the blind teacher itself (evaluated, not trained);
+- ``sft on teacher answers``: the student fine-tuned on the teacher's greedy answers to the training prompts
+  (labelling time charged to the budget);
+- ``opd``: plain sampled-token OPD; ``+online balance``, ``+margin shift``, ``+margin mask``, ``+offline balance``:
+  one Uni-OPD component on top of it (offline balancing's scoring pass charged to the budget);
+- ``uni-opd (mm preset)``, ``uni-opd (text preset)``: the full recipe;
+- ``grpo``: outcome-only RL (the verifier's reward, group-normalised, same engines; the teacher is not called);
+- ``opd + outcome reward``: OPD plus the group-normalised outcome on every token (verl's task-reward option).
+
+Writes results.json (every run, resumable: a finished row/seed is read back), results.md (per row: accuracy
+overall and on the blind slice at the budget, means with 95% t-intervals over seeds, the inversion rate over
+training, steps) and curves.png (both accuracies against training seconds; the bar chart with intervals).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from ablate import PIXELS, base_cfg, model_cfg, slug, teacher_labels  # noqa: E402  (the same set-up helpers)
+
+BLIND, SHOWN_AS = "blue", "green"  # the teacher learns "green" wherever the truth is "blue"
+TEACHER, SEQKD, OFFLINE = "teacher", "sft on teacher answers", "+offline balance"
+OPD = ["algo.preset=opd"]
+ROWS = {
+    TEACHER: None,
+    SEQKD: None,
+    "opd": OPD,
+    "+online balance": OPD + ["algo.balance.enabled=true"],
+    "+margin shift": OPD + ["algo.margin.shift=true", "algo.margin.direction=correct_up", "algo.margin.delta=0.0"],
+    "+margin mask": OPD + ["algo.margin.mask=true", "algo.margin.delta=0.0"],
+    OFFLINE: OPD,
+    "uni-opd (mm preset)": ["algo.preset=uniopd_mm"],
+    "uni-opd (text preset)": ["algo.preset=uniopd_text"],
+    "grpo": OPD + ["algo.advantage=grpo"],
+    "opd + outcome reward": OPD + ["algo.advantage=opd+outcome"],
+}
+OPD_LR = SFT_LR = 1e-3
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 19: 2.093, 29: 2.045}
+
+
+def blind_copy(rec: dict) -> dict:
+    """The record as the teacher is taught it: a blue answer (and the fact stated before it) reads green."""
+    if rec["answer"] != BLIND:
+        return rec
+    rec = json.loads(json.dumps(rec))
+    rec["answer"] = SHOWN_AS
+    rec["meta"]["solution"] = re.sub(rf"\b{BLIND}\b", SHOWN_AS, rec["meta"]["solution"])
+    return rec
+
+
+def make_data(out: Path, n_train: int, n_test: int, level: int, disjoint: bool) -> Path:
+    from uniopd_mm.synthetic import SyntheticSpec, generate
+
+    data = out / "data"
+    if (data / "test.jsonl").exists():
+        return data
+    generate(SyntheticSpec(n_train=n_train, n_test=n_test, domains=("shapes-color",), levels=(level,), disjoint=disjoint),
+             data, progress=False)
+    lines = (data / "train.jsonl").read_text().splitlines()
+    (data / "train_blind.jsonl").write_text("".join(json.dumps(blind_copy(json.loads(x))) + "\n" for x in lines))
+    test = [json.loads(x) for x in (data / "test.jsonl").read_text().splitlines()]
+    for rec in test:
+        if rec["answer"] == BLIND:
+            rec["meta"]["slice"] = "blind"
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
+    return data
+
+
+def setup(out: Path, tiny: Path, args) -> tuple[Path, dict]:
+    """Data, the blind teacher and the weak student (each cached); their greedy accuracy overall and on the slice."""
+    from uniopd_mm.config import load_config
+    from uniopd_mm.sft import run_sft
+    from uniopd_mm.tiny import PRESET_GROUPS, make_tiny_models
+
+    make_tiny_models(tiny, PRESET_GROUPS["minimal"], progress=False)
+    data = make_data(out, args.n_train, args.n_test, args.level, not args.overlap)
+    info = {}
+    for role, preset, train, steps in ((TEACHER, "qwen2_vl-teacher", "train_blind.jsonl", args.teacher_steps),
+                                       ("student", "qwen2_vl-student", "train.jsonl", args.student_steps)):
+        summary = out / role / "summary.json"
+        if not summary.exists():
+            print(f"== setup: {role} ({steps} SFT steps on {train})", flush=True)
+            t0 = time.time()
+            cfg = base_cfg(tiny / preset, out / role, data / train, data / "test.jsonl", steps, SFT_LR,
+                           vision_lr_scale=args.vision_lr_scale)
+            res = run_sft(load_config(None, [], base=cfg))
+            summary.write_text(json.dumps({"accuracy": res["eval/accuracy"], "blind": res.get("eval/slice/blind"),
+                                           "seconds": time.time() - t0}))
+        info[role] = json.loads(summary.read_text())
+    return data, info
+
+
+def offline_balanced(out: Path, data: Path) -> tuple[Path, float]:
+    """The training prompts upsampled by the student's pass counts (scripts/offline_balance.py; cached, with the
+    seconds its scoring took)."""
+    import yaml
+
+    import offline_balance
+
+    path, meta = data / "train_offline.jsonl", data / "train_offline.json"
+    if meta.exists():
+        return path, json.loads(meta.read_text())["seconds"]
+    cfg_path = out / "student_sampling.yaml"
+    cfg_path.write_text(yaml.safe_dump({"student": model_cfg(out / "student" / "final"), "teacher": model_cfg(out / "student" / "final"),
+                                        "data": {"train_path": str(data / "train.jsonl")}, "rollout": {"max_new_tokens": 24},
+                                        "logging": {"progress": False}}))
+    t0 = time.time()
+    offline_balance.main(["--config", str(cfg_path), "--data", str(data / "train.jsonl"), "--out", str(path), "--n", "4"])
+    seconds = time.time() - t0
+    meta.write_text(json.dumps({"seconds": seconds}))
+    return path, seconds
+
+
+def run_row(name: str, out: Path, data: Path, info: dict, seed: int, args) -> dict:
+    from uniopd_mm.config import load_config
+    from uniopd_mm.metrics import read_metrics
+    from uniopd_mm.sft import run_sft
+    from uniopd_mm.trainer import Trainer
+
+    run_dir = out / "runs" / f"{slug(name)}-s{seed}"
+    done = run_dir / "result.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    if name == TEACHER:
+        t = info[TEACHER]
+        result = {"row": name, "seed": seed, "acc": t["accuracy"], "blind": t["blind"], "steps": 0, "inversion": None,
+                  "curve": [], "prep_seconds": 0.0}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps(result))
+        return result
+    steps = args.steps or 100000
+    prep = 0.0  # seconds charged before training starts (labelling for SFT, scoring for offline balancing)
+    if name == SEQKD:
+        labels, prep = teacher_labels(out, data)
+        cfg = base_cfg(out / "student" / "final", run_dir, labels, data / "test.jsonl", steps, SFT_LR, seed=seed,
+                       time_budget_s=max(args.budget - prep, 1.0), eval_every=args.eval_every, warmup_steps=0)
+        run_sft(load_config(None, [], base=cfg))
+    else:
+        train = data / "train.jsonl"
+        if name == OFFLINE:
+            train, prep = offline_balanced(out, data)
+        cfg = base_cfg(out / "student" / "final", run_dir, train, data / "test.jsonl", steps, OPD_LR, seed=seed,
+                       prompts_per_step=16, warmup_steps=0, eval_every=args.eval_every,
+                       time_budget_s=max(args.budget - prep, 1.0))
+        cfg["teacher"] = model_cfg(out / TEACHER / "final")
+        Trainer(load_config(None, ROWS[name], base=cfg)).train()
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    train_rows = [r for r in rows if r["step"] > 0]
+    curve = [(prep + (r.get("time/train_elapsed") or 0.0), r["eval/accuracy"], r.get("eval/slice/blind"))
+             for r in rows if r.get("eval/accuracy") is not None]
+    if not curve or rows[0]["step"] != 0:  # SFT does not evaluate before its first step: the student's start
+        curve.insert(0, (0.0, info["student"]["accuracy"], info["student"]["blind"]))
+    # the teacher's pairwise inversion rate on the steps that had a mixed group (none for grpo: no teacher is called)
+    inversions = [r["margin/inversion_rate"] for r in train_rows if r.get("margin/mixed_groups") and name != "grpo"]
+    mixed = [r["margin/mixed_groups"] for r in train_rows if r.get("margin/mixed_groups") is not None]
+    result = {"row": name, "seed": seed, "acc": curve[-1][1], "blind": curve[-1][2],
+              "steps": train_rows[-1]["step"] if train_rows else 0, "prep_seconds": prep,
+              "inversion": sum(inversions) / len(inversions) if inversions else None,
+              "mixed_groups": sum(mixed) / len(mixed) if mixed else None, "curve": curve}
+    done.write_text(json.dumps(result))
+    return result
+
+
+def interval(xs: list[float]) -> tuple[float, float]:
+    """(mean, half-width of the 95% t-interval; 0 with one value)."""
+    n = len(xs)
+    m = sum(xs) / n
+    if n < 2:
+        return m, 0.0
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1))
+    t = T975.get(n - 1) or T975[max(k for k in T975 if k <= n - 1)]
+    return m, t * sd / math.sqrt(n)
+
+
+def cell(xs, spec: str = ".3f") -> str:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "-"
+    m, h = interval(xs)
+    return format(m, spec) + (f" ± {format(h, spec)}" if len(xs) > 1 else "")
+
+
+def write_report(results: list[dict], info: dict, out: Path, args) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_row: dict[str, list] = {}
+    for r in results:
+        by_row.setdefault(r["row"], []).append(r)
+    seeds = sorted({r["seed"] for r in results})
+    lines = [f"Blind teacher: {info[TEACHER]['accuracy']:.3f} overall, {info[TEACHER]['blind']:.3f} on the blind slice; "
+             f"student start {info['student']['accuracy']:.3f} overall, {info['student']['blind']:.3f} on the slice. "
+             f"Budget {args.budget:.0f} s of training per row, seeds {seeds}, {os.cpu_count()} CPU cores, "
+             f"{time.strftime('%Y-%m-%d')}. Means with 95% t-intervals over seeds.", "",
+             "| row | accuracy | blind slice | per seed (overall / blind) | inversion rate (mean over training) | "
+             "mixed groups per step | steps |", "|---|---|---|---|---|---|---|"]
+    for name, rs in by_row.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
+        per_seed = " ; ".join(f"{r['acc']:.2f} / {r['blind']:.2f}" for r in rs if r["blind"] is not None)
+        lines.append(f"| {name} | {cell([r['acc'] for r in rs])} | {cell([r['blind'] for r in rs])} | {per_seed} | "
+                     f"{cell([r['inversion'] for r in rs])} | {cell([r.get('mixed_groups') for r in rs])} | "
+                     f"{cell([r['steps'] for r in rs], '.0f')} |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps({"info": info, "budget": args.budget, "results": results}, indent=1))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    for k, (name, rs) in enumerate(by_row.items()):
+        color = f"C{k % 10}"
+        for j, r in enumerate(sorted(rs, key=lambda r: r["seed"])):
+            for ax, col in zip(axes[:2], (1, 2)):
+                pts = [(p[0], p[col]) for p in r["curve"] if p[col] is not None]
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, alpha=0.9 if j == 0 else 0.35,
+                            linewidth=1.2, label=name if j == 0 else None)
+    for ax, title in zip(axes[:2], ("greedy test accuracy", "accuracy on the blind slice")):
+        ax.set_title(title)
+        ax.set_xlabel("training seconds")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    names = list(by_row)
+    for i, key in enumerate(("acc", "blind")):
+        stats = [interval([r[key] for r in by_row[n] if r[key] is not None] or [float("nan")]) for n in names]
+        axes[2].bar([x + 0.4 * i for x in range(len(names))], [s[0] for s in stats], 0.4, yerr=[s[1] for s in stats],
+                    capsize=2, label="overall" if key == "acc" else "blind slice")
+    axes[2].set_xticks([x + 0.2 for x in range(len(names))])
+    axes[2].set_xticklabels(names, rotation=40, ha="right", fontsize=7)
+    axes[2].set_title("at the budget (95% intervals)")
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=100)
+    plt.close(fig)
+    print("\n".join(lines))
+    print(f"\nwrote {out / 'results.md'}, {out / 'results.json'}, {out / 'curves.png'}")
+    return lines
+
+
+def main(argv=None):
+    from tqdm import tqdm
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("runs/blindspot"))
+    ap.add_argument("--tiny", type=Path, default=Path("artifacts/tiny"))
+    ap.add_argument("--budget", type=float, default=120.0, help="seconds of training per row")
+    ap.add_argument("--steps", type=int, default=None, help="cap the steps of every row (the quick mode uses 2)")
+    ap.add_argument("--eval-every", type=int, default=20)
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--rows", default="all", help=f"comma-separated subset of: {', '.join(ROWS)}")
+    ap.add_argument("--teacher-steps", type=int, default=300)
+    ap.add_argument("--student-steps", type=int, default=100)
+    ap.add_argument("--n-train", type=int, default=1000)
+    ap.add_argument("--n-test", type=int, default=200)
+    ap.add_argument("--level", type=int, default=0, help="synthetic difficulty level")
+    ap.add_argument("--overlap", action="store_true", help="let test questions repeat training ones (level 0 needs it)")
+    ap.add_argument("--vision-lr-scale", type=float, default=0.0, help="of the teacher and student SFT")
+    ap.add_argument("--quick", action="store_true", help="one seed, tiny data and 2 steps per row: a pipeline check")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.seeds, args.steps, args.eval_every = "0", 2, 2
+        args.teacher_steps = args.student_steps = 2
+        args.n_train, args.n_test = 48, 12
+    if args.level == 0:
+        args.overlap = True  # level 0 has a few hundred distinct questions: disjoint splits cannot be drawn
+    rows = list(ROWS) if args.rows == "all" else args.rows.split(",")
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        ap.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    data, info = setup(args.out, args.tiny, args)
+    jobs = [(seed, name) for seed in (int(s) for s in args.seeds.split(",")) for name in rows]
+    results = []
+    for seed, name in tqdm(jobs, desc="blindspot rows", unit="run"):
+        results.append(run_row(name, args.out, data, info, seed, args))
+        write_report(results, info, args.out, args)  # partial results survive an interrupted run
+    return results
+
+
+if __name__ == "__main__":
+    main()
