@@ -282,3 +282,28 @@ def test_grpo_refuses_margin_calibration():
 
     with pytest.raises(ConfigError, match="grpo uses no teacher"):
         AlgoConfig(advantage="grpo", margin=MarginConfig(shift=True))
+
+
+@pytest.mark.parametrize("reach", ["counted", "response"])
+def test_margin_shift_reach(tiny_dir, synth_dir, tmp_path, reach):
+    """Hand case: one group, a correct rollout whose last token the log-ratio mask dropped (log ratio -13) and an
+    incorrect one rewarded +2 on its last token. Returns 0 and 2/3, margin -2/3, so Lift adds 2/3 to the correct
+    rollout: on its counted tokens only (counted), or on the dropped token too, which then joins the loss."""
+    cfg = tiny_config(tiny_dir, synth_dir, tmp_path / reach, overrides=[
+        "algo.preset=opd", "algo.margin.shift=true", "algo.margin.direction=correct_up", "algo.margin.delta=0.0",
+        f"algo.margin.reach={reach}"])
+    trainer = Trainer(cfg)
+    old = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, -1.0, -1.0]])
+    teacher = torch.tensor([[-1.0, -1.0, -14.0], [-1.0, -1.0, 1.0]])
+    loss_mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    dropped = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    adv, mask, metrics = trainer.calibrate(teacher, old, loss_mask, torch.tensor([1, 0]), torch.tensor([0, 0]),
+                                           ratio_dropped=dropped)
+    lift = 2 / 3
+    assert metrics["margin/inversion_rate"] == 1.0
+    if reach == "counted":
+        assert torch.allclose(adv, torch.tensor([[lift, lift, 0.0], [0.0, 0.0, 2.0]]))
+        assert torch.equal(mask, loss_mask)
+    else:
+        assert torch.allclose(adv, torch.tensor([[lift, lift, lift], [0.0, 0.0, 2.0]]))
+        assert torch.equal(mask, torch.ones(2, 3)) and metrics["margin/reached_tokens"] == 1.0

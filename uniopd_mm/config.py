@@ -180,6 +180,10 @@ class MarginConfig:
     scope: Literal["group", "global"] = cfg("group", "calibrate each prompt's group, or the whole batch")
     delta: float = cfg(0.0, "target margin")
     min_retain: float = cfg(0.25, "greedy mask keeps at least max(1, int(n_class * min_retain)) per class", range=(0.0, 1.0))
+    reach: Literal["counted", "response"] = cfg(
+        "counted", "tokens the shift moves: counted (RECIPE 4: tokens whose OPD reward counts) or response (also the "
+                   "tokens the log-ratio mask dropped, which then carry the shift alone: a teacher far more sure of "
+                   "another token can no longer hide a correct token from the calibration)")
 
     def __post_init__(self):
         if self.shift and self.mask:

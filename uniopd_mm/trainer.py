@@ -293,7 +293,9 @@ class Trainer:
             verdict = torch.tensor([1 if c is True else 0 if c is False else -1 for c in correct])
             names = list(self.teachers)
             teacher_ids = torch.tensor([names.index(r) for r in routes]) if len(names) > 1 else None
-            advantages, loss_mask, calib = self.calibrate(teacher_lp, old, loss_mask, verdict, group, teacher_ids)
+            ratio_dropped = response_mask * ok[:, None] * (1 - ratio_keep) * scores.token_mask
+            advantages, loss_mask, calib = self.calibrate(teacher_lp, old, loss_mask, verdict, group, teacher_ids,
+                                                          ratio_dropped)
             stats = self.local_stats(responses, ro, old, teacher_lp, response_mask, loss_mask, ok, correct, ratio_keep)
             per_teacher = self.teacher_metrics(routes, old, teacher_lp, loss_mask, ok)
 
@@ -420,13 +422,15 @@ class Trainer:
             out[f"teacher/{name}/rollouts"] = vec[3].item()
         return out
 
-    def calibrate(self, teacher_lp, old, loss_mask, verdict, group, teacher_ids=None):
+    def calibrate(self, teacher_lp, old, loss_mask, verdict, group, teacher_ids=None, ratio_dropped=None):
         """Online balancing, then margin calibration (RECIPE 3b, 4). Returns (advantages, loss mask, metrics).
 
         Rollouts whose outcome is unknown, or with no counted token, take no part. Global scopes see
         every rank's rollouts (gathered); group scopes are local since a prompt's rollouts share a rank.
         ``teacher_ids`` ([B], the index of each rollout's teacher, with several teachers): the inversion rate
         per teacher, measured where ``margin/inversion_rate`` is (after balancing, before calibration, all ranks).
+        ``ratio_dropped`` ([B, T]): response tokens the log-ratio mask dropped; with ``margin.reach: response`` the
+        shift reaches them too (they join the loss carrying the shift alone).
         """
         a = self.cfg.algo
         eligible = torch.where(loss_mask.sum(-1) > 0, verdict, torch.full_like(verdict, -1))
@@ -469,10 +473,16 @@ class Trainer:
                 ones = torch.ones(len(g_ret), 1)
                 _, shift, lam = margin_shift(g_ret[:, None], ones, gathered(eligible), gathered(group), m.delta, m.mode,
                                              m.direction, "global")
-                advantages = advantages + local(shift)[:, None] * loss_mask
+                shift = local(shift)
+                advantages = advantages + shift[:, None] * loss_mask
             else:
                 advantages, shift, lam = margin_shift(advantages, loss_mask, eligible, group, m.delta, m.mode,
                                                       m.direction, m.scope)
+            if m.reach == "response" and ratio_dropped is not None:
+                extra = ratio_dropped * (shift != 0).to(ratio_dropped.dtype)[:, None]
+                advantages = advantages + shift[:, None] * extra
+                loss_mask = loss_mask + extra
+                metrics["margin/reached_tokens"] = self.engine.all_reduce(extra.sum().reshape(1)).item()
             metrics["margin/lambda_mean"] = lam[lam > 0].mean().item() if (lam > 0).any() else 0.0
             metrics["margin/shifted_groups"] = float((lam > 0).sum().item())
         elif m.mask:
