@@ -307,3 +307,11 @@ def test_margin_shift_reach(tiny_dir, synth_dir, tmp_path, reach):
     else:
         assert torch.allclose(adv, torch.tensor([[lift, lift, lift], [0.0, 0.0, 2.0]]))
         assert torch.equal(mask, torch.ones(2, 3)) and metrics["margin/reached_tokens"] == 1.0
+
+
+def test_teacher_batch_size_is_its_own_setting(tiny_dir, synth_dir, tmp_path):
+    default = Trainer(tiny_config(tiny_dir, synth_dir, tmp_path / "a", overrides=["train.micro_batch_size=5"]))
+    own = Trainer(tiny_config(tiny_dir, synth_dir, tmp_path / "b", overrides=["train.micro_batch_size=5",
+                                                                            "teacher.batch_size=3"]))
+    assert [t.micro_batch_size for t in default.teachers.values()] == [5]
+    assert [t.micro_batch_size for t in own.teachers.values()] == [3]

@@ -97,6 +97,8 @@ class TeacherConfig(ModelConfig):
     retries: int = cfg(2, "served: retries of a failed request (exponential back-off)", range=(0, None))
     vllm: VLLMEngineConfig = cfg(help="vllm: engine settings", factory=VLLMEngineConfig)
     device: str | None = cfg(None, "where the teacher runs (None: cuda when available, else cpu)")
+    batch_size: int | None = cfg(None, "sequences per teacher scoring call or request (None: train.micro_batch_size)",
+                                 range=(1, None))
     offload_when_idle: bool = cfg(False, "move the teacher to CPU between its scoring calls")
     share_prompts: bool = cfg(False, "hf backend: run each distinct prompt once and share its KV cache across the "
                                      "prompt's rollout.n samples (see train.share_prompts)")

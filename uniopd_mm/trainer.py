@@ -54,7 +54,7 @@ DATA_ERRORS = _error_names(DataError)  # every reject type (sorted where counts 
 OOM_ADVICE = {
     "rollout": "rollout.batch_size (sequences per generate call), rollout.n or rollout.max_new_tokens",
     "old_logprobs": "train.micro_batch_size or train.logprob_chunk, or set train.gradient_checkpointing=true",
-    "teacher": "train.micro_batch_size (also the teacher's scoring batch) or rollout.max_new_tokens, or set "
+    "teacher": "teacher.batch_size (default: train.micro_batch_size) or rollout.max_new_tokens, or set "
                "teacher.offload_when_idle=true",
     "update": "train.micro_batch_size, rollout.n or rollout.max_new_tokens, or set train.gradient_checkpointing=true",
     "eval": "rollout.batch_size or rollout.max_new_tokens",
@@ -137,7 +137,7 @@ class Trainer:
     def make_teacher(self, name, t):
         """One scorer per configured teacher: a local HF model, a local vLLM engine, or a server."""
         cfg = self.cfg
-        common = dict(processor=load_processor(t), name=name, micro_batch_size=cfg.train.micro_batch_size,
+        common = dict(processor=load_processor(t), name=name, micro_batch_size=t.batch_size or cfg.train.micro_batch_size,
                       prompt_cache=cfg.train.prompt_cache,
                       student_tokenizer=self.student_proc.tokenizer, shared_vocab=t.shared_vocab,
                       strip_response_prefix=t.strip_response_prefix)
