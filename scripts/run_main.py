@@ -1,12 +1,15 @@
 """The main job (`make run`): build tiny models and data, make a teacher and a weak student, distil
-with Uni-OPD under DeepSpeed, evaluate, and write a report. Finished stages are cached.
+with Uni-OPD under DeepSpeed, evaluate on held-out questions, and write a report. Finished stages are cached.
 
-    python scripts/run_main.py [--out runs/main --steps 60 --fresh]
+    python scripts/run_main.py [--out runs/main --steps 240 --fresh --cliff-check]
 
-Stages: 1 tiny models + synthetic data (image and video colour questions, difficulty 0),
-2 SFT teacher (tiny Qwen2-VL teacher preset) and weak student (student preset, fewer steps),
-3 greedy evaluation of both on the test split, 4 `deepspeed scripts/train_mm.py` with the
-uniopd_mm preset, 5 evaluation of the student, report.md / report.json / curves.png under --out.
+Stages: 1 tiny models + synthetic data (counting questions about images and motion questions about videos,
+difficulty 1, answers that state the facts first: "red: circle square, so 2"; test questions and scenes never
+seen in training), 2 SFT teacher (tiny Qwen2-VL teacher preset) and weak student (student preset, fewer
+steps), 3 greedy evaluation of both on the test split, 4 `deepspeed scripts/train_mm.py` with the uniopd_mm
+preset, 5 evaluation of the student, report.md / report.json / curves.png under --out. ``--cliff-check`` also
+makes students with 20% fewer and more SFT steps and another seed, and reports their starting accuracy (a weak
+student on a cliff would make the job's "before" figure an accident of its step count).
 """
 
 from __future__ import annotations
@@ -26,20 +29,36 @@ os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 PIXELS = {"image_min_pixels": 784, "image_max_pixels": 50176, "video_min_pixels": 784, "video_max_pixels": 12544}
-DOMAINS = ("shapes-color", "video-color")
+DOMAINS = ("shapes-count", "motion")
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def sft_cfg(model, out, data, steps, lr):
-    return {"name": Path(out).name, "output_dir": str(out), "seed": 0,
+def sft_cfg(model, out, data, steps, lr, seed=0, vision_lr_scale=1.0):
+    return {"name": Path(out).name, "output_dir": str(out), "seed": seed,
             "student": {"path": str(model), "family": "qwen2_vl", "processor": PIXELS},
             "data": {"train_path": str(data / "train.jsonl"), "test_path": str(data / "test.jsonl")},
             "rollout": {"max_new_tokens": 24},
             "train": {"steps": steps, "prompts_per_step": 32, "micro_batch_size": 32, "lr": lr, "warmup_steps": 5,
-                      "weight_decay": 0.0, "eval_every": steps, "vision_lr_scale": 0.0}}
+                      "weight_decay": 0.0, "eval_every": steps, "vision_lr_scale": vision_lr_scale}}
+
+
+def cliff_check(out: Path, tiny: Path, data: Path, steps: int) -> dict[str, float]:
+    """Greedy test accuracy of students made like the weak one with 20% fewer / more steps and with seed 1."""
+    from uniopd_mm.config import load_config
+    from uniopd_mm.sft import run_sft
+
+    res = {}
+    for label, n, seed in ((f"{int(steps * 0.8)} steps", int(steps * 0.8), 0), (f"{int(steps * 1.2)} steps", int(steps * 1.2), 0),
+                           (f"{steps} steps, seed 1", steps, 1)):
+        done = out / "cliff" / label.replace(" ", "_").replace(",", "") / "summary.json"
+        if not done.exists():
+            r = run_sft(load_config(None, [], base=sft_cfg(tiny / "qwen2_vl-student", done.parent, data, n, 1e-3, seed)))
+            done.write_text(json.dumps({"accuracy": r["eval/accuracy"]}))
+        res[label] = json.loads(done.read_text())["accuracy"]
+    return res
 
 
 def main(argv=None) -> dict:
@@ -48,10 +67,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     ap.add_argument("--tiny", type=Path, default=None, help="tiny model presets (default: ARTIFACTS/tiny)")
     ap.add_argument("--steps", type=int, default=240, help="Uni-OPD steps")
-    ap.add_argument("--teacher-steps", type=int, default=200)
+    ap.add_argument("--teacher-steps", type=int, default=3000)
     ap.add_argument("--student-steps", type=int, default=100)
-    ap.add_argument("--n-train", type=int, default=1000, help="synthetic training records")
-    ap.add_argument("--n-test", type=int, default=100, help="synthetic test records")
+    ap.add_argument("--domains", default=",".join(DOMAINS), help="synthetic domains")
+    ap.add_argument("--level", type=int, default=1, help="synthetic difficulty (>= 1: disjoint splits)")
+    ap.add_argument("--n-train", type=int, default=4000, help="synthetic training records")
+    ap.add_argument("--n-test", type=int, default=200, help="synthetic test records")
+    ap.add_argument("--cliff-check", action="store_true",
+                    help="also report students made with 20%% fewer / more SFT steps and another seed")
     ap.add_argument("--fresh", action="store_true", help="rebuild every stage")
     ap.add_argument("overrides", nargs="*", help="dotted overrides for the Uni-OPD run (e.g. algo.loss=reverse_kl)")
     args = ap.parse_args(argv)
@@ -72,7 +95,8 @@ def main(argv=None) -> dict:
     make_tiny_models(tiny, PRESET_GROUPS["minimal"])
     data = out / "data"
     if not (data / "test.jsonl").exists():
-        generate(SyntheticSpec(n_train=args.n_train, n_test=args.n_test, domains=DOMAINS, levels=(0,), disjoint=False), data)
+        generate(SyntheticSpec(n_train=args.n_train, n_test=args.n_test, domains=tuple(args.domains.split(",")),
+                               levels=(args.level,), disjoint=args.level >= 1), data)
     summary = {}
     log("2/5 teacher and weak student by supervised fine-tuning")
     for role, preset, steps in (("teacher", "qwen2_vl-teacher", args.teacher_steps),
@@ -86,6 +110,9 @@ def main(argv=None) -> dict:
         summary[role] = json.loads(done.read_text())
         log(f"   {role}: greedy test accuracy {summary[role]['eval']['eval/accuracy']:.3f} "
             f"({ {k.split('/')[-1]: round(v, 3) for k, v in summary[role]['eval'].items() if k.count('/') == 2} })")
+    if args.cliff_check:
+        summary["student_cliff"] = cliff_check(out, tiny, data, args.student_steps)
+        log(f"   starting accuracy of nearby students: {summary['student_cliff']}")
     log("3/5 evaluation before distillation: see the numbers above (greedy, test split)")
     log("4/5 Uni-OPD with deepspeed scripts/train_mm.py")
     opd = out / "opd"
@@ -126,6 +153,8 @@ def main(argv=None) -> dict:
         "per_domain": {k.split("/")[-1]: {"teacher": summary["teacher"]["eval"].get(k), "before": evals[0].get(k),
                                           "after": evals[-1].get(k)}
                        for k in summary["teacher"]["eval"] if k.count("/") == 2},
+        "student_cliff": summary.get("student_cliff"), "data": {"domains": args.domains, "level": args.level,
+                                                                "disjoint": args.level >= 1},
         "opd_steps": args.steps, "reverse_kl_first": rows[1]["opd/reverse_kl"] if len(rows) > 1 else None,
         "reverse_kl_last": rows[-1].get("opd/reverse_kl"), "wall_seconds": time.time() - t_start,
         "machine": f"{os.cpu_count()} CPU cores", "date": time.strftime("%Y-%m-%d"),
@@ -138,7 +167,10 @@ def main(argv=None) -> dict:
           f"| teacher (SFT) | {teacher_acc:.3f} | " + " | ".join(f"{v['teacher']:.3f}" for v in report["per_domain"].values()) + " |",
           f"| student before | {before:.3f} | " + " | ".join(f"{(v['before'] or 0):.3f}" for v in report["per_domain"].values()) + " |",
           f"| student after Uni-OPD | {after:.3f} | " + " | ".join(f"{(v['after'] or 0):.3f}" for v in report["per_domain"].values()) + " |",
-          "", f"gap closed: {report['gap_closed']:.2f}; {args.steps} steps; whole job {report['wall_seconds']:.0f} s"]
+          "", f"gap closed: {report['gap_closed']:.2f}; {args.steps} steps; whole job {report['wall_seconds']:.0f} s; "
+              f"held-out test split ({args.domains}, difficulty {args.level})"]
+    if report["student_cliff"]:
+        md.append("starting accuracy of nearby students: " + ", ".join(f"{k}: {v:.3f}" for k, v in report["student_cliff"].items()))
     (out / "report.md").write_text("\n".join(md) + "\n")
     (out / "report.json").write_text(json.dumps(report, indent=1))
     print("\n".join(md))
