@@ -21,8 +21,12 @@ Rows:
   seconds are reported, not charged to the budget);
 - ``uni-opd (mm preset)``, ``uni-opd (text preset)``: the full recipe;
 - ``uni-opd (mm) + shift reaches dropped tokens``: the mm preset with ``algo.margin.reach: response`` (the
-  margin shift also moves tokens the log-ratio mask dropped; docs/recipe.md says why);
-- ``grpo``: outcome-only RL (the verifier's reward, group-normalised, same engines; the teacher is not called);
+  margin shift also moves tokens the log-ratio mask dropped; docs/recipe.md says why; the same as the mm preset
+  when the mask is off, as by default here);
+- ``uni-opd (text preset, delta 10)``: the text preset (Spread) with a target margin of 10 instead of 0.4, on the
+  scale of the decisive token's log ratio;
+- ``grpo``: outcome-only RL (the verifier's reward, group-normalised, same engines; the teacher is not called),
+  at the OPD rows' learning rate and at a tenth of it (its normalised advantages are far larger per token);
 - ``opd + outcome reward``: OPD plus the group-normalised outcome on every token (verl's task-reward option).
 
 Writes results.json (every run, resumable: a finished row/seed is read back), results.md (per row: accuracy
@@ -63,7 +67,9 @@ ROWS = {
     "uni-opd (mm preset)": ["algo.preset=uniopd_mm"],
     "uni-opd (text preset)": ["algo.preset=uniopd_text"],
     REACH: ["algo.preset=uniopd_mm", "algo.margin.reach=response"],
+    "uni-opd (text preset, delta 10)": ["algo.preset=uniopd_text", "algo.margin.delta=10.0"],
     "grpo": OPD + ["algo.advantage=grpo"],
+    "grpo (lr 1e-4)": OPD + ["algo.advantage=grpo", "train.lr=1e-4"],
     "opd + outcome reward": OPD + ["algo.advantage=opd+outcome"],
 }
 OPD_LR = SFT_LR = 1e-3
@@ -177,6 +183,7 @@ def run_row(name: str, out: Path, data: Path, info: dict, seed: int, args) -> di
         cfg = base_cfg(out / "student" / "final", run_dir, train, data / "test.jsonl", steps, OPD_LR, seed=seed,
                        prompts_per_step=16, warmup_steps=0, eval_every=args.eval_every, time_budget_s=args.budget)
         cfg["teacher"] = model_cfg(out / TEACHER / "final")
+        cfg["algo"] = {"logratio_threshold": args.logratio_threshold}
         Trainer(load_config(None, ROWS[name], base=cfg)).train()
     rows = read_metrics(run_dir / "metrics.jsonl")
     train_rows = [r for r in rows if r["step"] > 0]
@@ -185,7 +192,7 @@ def run_row(name: str, out: Path, data: Path, info: dict, seed: int, args) -> di
     if not curve or rows[0]["step"] != 0:  # SFT does not evaluate before its first step: the student's start
         curve.insert(0, (0.0, info["student"]["accuracy"], info["student"]["blind"]))
     # the teacher's pairwise inversion rate on the steps that had a mixed group (none for grpo: no teacher is called)
-    inversions = [r["margin/inversion_rate"] for r in train_rows if r.get("margin/mixed_groups") and name != "grpo"]
+    inversions = [r["margin/inversion_rate"] for r in train_rows if r.get("margin/mixed_groups") and not name.startswith("grpo")]
     mixed = [r["margin/mixed_groups"] for r in train_rows if r.get("margin/mixed_groups") is not None]
     result = {"row": name, "seed": seed, "acc": curve[-1][1], "blind": curve[-1][2],
               "steps": train_rows[-1]["step"] if train_rows else 0, "label_seconds": prep,
@@ -288,6 +295,10 @@ def main(argv=None):
     ap.add_argument("--level", type=int, default=0, help="synthetic difficulty level")
     ap.add_argument("--overlap", action="store_true", help="let test questions repeat training ones (level 0 needs it)")
     ap.add_argument("--vision-lr-scale", type=float, default=0.0, help="of the teacher and student SFT")
+    ap.add_argument("--logratio-threshold", type=float, default=None,
+                    help="algo.logratio_threshold of every OPD row (default off: the near-certain SFT teacher gives "
+                         "the student's wrong answers log ratios beyond 10, so the default mask drops exactly the "
+                         "tokens that carry the signal)")
     ap.add_argument("--quick", action="store_true", help="one seed, tiny data and 2 steps per row: a pipeline check")
     args = ap.parse_args(argv)
     if args.quick:

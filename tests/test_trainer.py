@@ -259,15 +259,16 @@ def test_outcome_baselines_use_the_verifier_reward(tiny_dir, synth_dir, tmp_path
     seen = {}
     calibrate = trainer.calibrate
 
-    def spy(teacher_lp, old, loss_mask, verdict, group, teacher_ids=None):
-        adv, mask, metrics = calibrate(teacher_lp, old, loss_mask, verdict, group, teacher_ids)
-        seen.update(teacher_lp=teacher_lp, old=old, mask=mask, verdict=verdict, group=group, adv=adv)
+    def spy(teacher_logprobs, old_logprobs, loss_mask, correct, group_ids, *args):
+        adv, mask, metrics = calibrate(teacher_logprobs, old_logprobs, loss_mask, correct, group_ids, *args)
+        seen.update(teacher_logprobs=teacher_logprobs, old_logprobs=old_logprobs, mask=mask, correct=correct,
+                    group_ids=group_ids, adv=adv)
         return adv, mask, metrics
 
     monkeypatch.setattr(trainer, "calibrate", spy)
     trainer.train()
-    outcome = group_normalised_outcome(torch.where(seen["mask"].sum(-1) > 0, seen["verdict"], -1), seen["group"])
-    opd = (seen["teacher_lp"] - seen["old"]) * seen["mask"]
+    outcome = group_normalised_outcome(torch.where(seen["mask"].sum(-1) > 0, seen["correct"], -1), seen["group_ids"])
+    opd = (seen["teacher_logprobs"] - seen["old_logprobs"]) * seen["mask"]
     if advantage == "grpo":
         assert not calls
         assert torch.allclose(seen["adv"], outcome[:, None] * seen["mask"])

@@ -137,7 +137,8 @@ class Trainer:
     def make_teacher(self, name, t):
         """One scorer per configured teacher: a local HF model, a local vLLM engine, or a server."""
         cfg = self.cfg
-        common = dict(processor=load_processor(t), name=name, micro_batch_size=t.batch_size or cfg.train.micro_batch_size,
+        common = dict(processor=load_processor(t), name=name,
+                      micro_batch_size=t.batch_size or cfg.train.micro_batch_size,
                       prompt_cache=cfg.train.prompt_cache,
                       student_tokenizer=self.student_proc.tokenizer, shared_vocab=t.shared_vocab,
                       strip_response_prefix=t.strip_response_prefix)
@@ -201,7 +202,7 @@ class Trainer:
         """This rank's prompts of the next step; bad ones are rejected once and skipped."""
         idx = self.sampler.next(self.cfg.train.prompts_per_step)
         self.seen_ids.append([self.samples[i].id for i in idx])
-        samples, prompts, group_ids = [], [], []
+        samples, prompts, prompt_groups = [], [], []
         for pos in range(self.rank, len(idx), self.world):
             s = self.samples[idx[pos]]
             if s.key in self.bad_keys:
@@ -216,8 +217,8 @@ class Trainer:
                 self.rejects.add(err)
                 continue
             samples.append(s)
-            group_ids.append(pos)
-        return samples, prompts, group_ids
+            prompt_groups.append(pos)
+        return samples, prompts, prompt_groups
 
     # -- micro-batches ------------------------------------------------------------------------
     def student_batch(self, prompts, responses, rows):
@@ -228,7 +229,7 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         cfg, t = self.cfg, self.stage
         t_step = time.perf_counter()
-        samples, prompts, group_ids = self.next_prompts()
+        samples, prompts, prompt_groups = self.next_prompts()
         if not prompts:
             raise RuntimeError(f"rank {self.rank}: every prompt of step {self.step} was rejected (see {self.rejects.path})")
 
@@ -241,21 +242,21 @@ class Trainer:
         responses = ro.responses
         r_samples = [samples[i] for i in ro.prompt_index]
         r_prompts = [prompts[i] for i in ro.prompt_index]
-        group = torch.tensor([group_ids[i] for i in ro.prompt_index])
+        group_ids = torch.tensor([prompt_groups[i] for i in ro.prompt_index])
         n = len(responses)
 
         # 2. verify
         with t("verify"):
-            correct = [verify(s, self.student_proc.decode(r)) for s, r in zip(r_samples, responses)]
+            outcomes = [verify(s, self.student_proc.decode(r)) for s, r in zip(r_samples, responses)]
 
         # 3. old logprobs (and reference logprobs for the KL penalty)
         response_mask = pad_rows([[1.0] * len(r) for r in responses])
-        old = torch.zeros_like(response_mask)
+        old_logprobs = torch.zeros_like(response_mask)
         ref = torch.zeros_like(response_mask) if self.ref_model is not None else None
         chunks = even_micro_batches(n, cfg.train.micro_batch_size, self.engine)
         reuse = cfg.rollout.reuse_logprobs
         if reuse:
-            old = pad_rows(ro.logprobs)[:, : response_mask.shape[1]] * response_mask
+            old_logprobs = pad_rows(ro.logprobs)[:, : response_mask.shape[1]] * response_mask
         forward_needed = not reuse or ref is not None
         with t("old_logprobs"), torch.no_grad():
             for rows in chunks if forward_needed else []:
@@ -266,7 +267,7 @@ class Trainer:
                                            cfg.rollout.temperature, cfg.train.logprob_chunk,
                                            share_prompts=cfg.train.share_prompts)["logprobs"]
                     if counts:
-                        old[take, : lp.shape[1]] = lp[: len(take)].cpu() * batch["response_mask"][: len(take)]
+                        old_logprobs[take, : lp.shape[1]] = lp[: len(take)].cpu() * batch["response_mask"][: len(take)]
                 if ref is not None and counts:
                     rlp = response_logprobs(self.ref_model, batch, self.suppressed, cfg.rollout.temperature,
                                             cfg.train.logprob_chunk, share_prompts=cfg.train.share_prompts)["logprobs"]
@@ -276,32 +277,34 @@ class Trainer:
         with t("teacher"):
             routes = [self.teacher_of(s) for s in r_samples]
             if cfg.algo.advantage == "grpo":  # outcome-only: the teacher is not called (log ratio 0 everywhere)
-                scores = TeacherScores(old.clone(), torch.zeros(n, dtype=torch.bool), [None] * n,
-                                       token_mask=torch.ones_like(old))
+                scores = TeacherScores(old_logprobs.clone(), torch.zeros(n, dtype=torch.bool), [None] * n,
+                                       token_mask=torch.ones_like(old_logprobs))
             else:
                 scores = self.score_by_teacher(r_samples, responses, routes, response_mask.shape[1])
-        teacher_lp = scores.logprobs
+        teacher_logprobs = scores.logprobs
         if scores.chunks is not None:  # cross-tokenizer teachers: every token of a chunk gets the chunk's signal
-            teacher_lp = chunk_reward_logprobs(teacher_lp, old, scores.chunks)
+            teacher_logprobs = chunk_reward_logprobs(teacher_logprobs, old_logprobs, scores.chunks)
 
         # 5. advantages and masks
         with t("advantages"):
-            ok = teacher_failure_mask(teacher_lp, response_mask, scores.failed)
+            ok = teacher_failure_mask(teacher_logprobs, response_mask, scores.failed)
             self.record_teacher_failures(r_samples, routes, scores, ok)
-            ratio_keep = logratio_mask(old, teacher_lp, cfg.algo.logratio_threshold)
+            ratio_keep = logratio_mask(old_logprobs, teacher_logprobs, cfg.algo.logratio_threshold)
             loss_mask = response_mask * ok[:, None] * ratio_keep * scores.token_mask
-            verdict = torch.tensor([1 if c is True else 0 if c is False else -1 for c in correct])
+            correct = torch.tensor([1 if c is True else 0 if c is False else -1 for c in outcomes])
             names = list(self.teachers)
             teacher_ids = torch.tensor([names.index(r) for r in routes]) if len(names) > 1 else None
             ratio_dropped = response_mask * ok[:, None] * (1 - ratio_keep) * scores.token_mask
-            advantages, loss_mask, calib = self.calibrate(teacher_lp, old, loss_mask, verdict, group, teacher_ids,
+            advantages, loss_mask, calib = self.calibrate(teacher_logprobs, old_logprobs, loss_mask, correct, group_ids,
+                                                          teacher_ids,
                                                           ratio_dropped)
-            stats = self.local_stats(responses, ro, old, teacher_lp, response_mask, loss_mask, ok, correct, ratio_keep)
-            per_teacher = self.teacher_metrics(routes, old, teacher_lp, loss_mask, ok)
+            stats = self.local_stats(responses, ro, old_logprobs, teacher_logprobs, response_mask, loss_mask, ok, outcomes,
+                                     ratio_keep)
+            per_teacher = self.teacher_metrics(routes, old_logprobs, teacher_logprobs, loss_mask, ok)
 
         # 6. update
         normalizer = self.global_normalizer(loss_mask)
-        tensors = {"old": old, "adv": advantages, "mask": loss_mask, "ref": ref,
+        tensors = {"old_logprobs": old_logprobs, "adv": advantages, "mask": loss_mask, "ref": ref,
                    "t_full": scores.full_logprobs, "t_topk_ids": scores.topk_ids, "t_topk_lp": scores.topk_logprobs}
 
         def compute_loss(model, rows):
@@ -405,7 +408,7 @@ class Trainer:
                 fh.write(json.dumps({"step": self.step + 1, "id": samples[i].id, "teacher": routes[i],
                                      "reason": reason}) + "\n")
 
-    def teacher_metrics(self, routes, old, teacher_lp, loss_mask, ok) -> dict[str, float]:
+    def teacher_metrics(self, routes, old_logprobs, teacher_logprobs, loss_mask, ok) -> dict[str, float]:
         """Reverse KL and failures per teacher, over all ranks (only with more than one teacher; the inversion rate
         per teacher comes from ``calibrate``)."""
         if len(self.teachers) < 2:
@@ -414,7 +417,7 @@ class Trainer:
         for name in self.teachers:
             rows = torch.tensor([r == name for r in routes], dtype=torch.bool)
             counted = loss_mask.bool() & rows[:, None]
-            vec = torch.tensor([((old - teacher_lp) * counted).sum().item(), counted.sum().item(),
+            vec = torch.tensor([((old_logprobs - teacher_logprobs) * counted).sum().item(), counted.sum().item(),
                                 float(((ok == 0) & rows).sum().item()), float(rows.sum().item())], dtype=torch.float64)
             vec = self.engine.all_reduce(vec)
             out[f"teacher/{name}/reverse_kl"] = (vec[0] / vec[1].clamp(min=1)).item()
@@ -422,7 +425,8 @@ class Trainer:
             out[f"teacher/{name}/rollouts"] = vec[3].item()
         return out
 
-    def calibrate(self, teacher_lp, old, loss_mask, verdict, group, teacher_ids=None, ratio_dropped=None):
+    def calibrate(self, teacher_logprobs, old_logprobs, loss_mask, correct, group_ids, teacher_ids=None,
+                  ratio_dropped=None):
         """Online balancing, then margin calibration (RECIPE 3b, 4). Returns (advantages, loss mask, metrics).
 
         Rollouts whose outcome is unknown, or with no counted token, take no part. Global scopes see
@@ -433,30 +437,32 @@ class Trainer:
         shift reaches them too (they join the loss carrying the shift alone).
         """
         a = self.cfg.algo
-        eligible = torch.where(loss_mask.sum(-1) > 0, verdict, torch.full_like(verdict, -1))
-        rank_sizes = [len(x) for x in self.engine.all_gather(torch.zeros(len(verdict)))]
+        correct = torch.where(loss_mask.sum(-1) > 0, correct, torch.full_like(correct, -1))  # unusable: unknown
+        rank_sizes = [len(x) for x in self.engine.all_gather(torch.zeros(len(correct)))]
         offset = sum(rank_sizes[: self.rank])
 
         def gathered(x):
             return torch.cat(self.engine.all_gather(x)) if self.world > 1 else x
 
         def local(x):
-            return x[offset: offset + len(verdict)] if self.world > 1 else x
+            return x[offset: offset + len(correct)] if self.world > 1 else x
 
         metrics = {}
         if a.balance.enabled:
             gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step)
             if a.balance.scope == "global":
-                keep = local(online_balance_keep(gathered(eligible), gathered(group), a.balance.ratio, "global", gen))
+                keep = local(online_balance_keep(gathered(correct), gathered(group_ids), a.balance.ratio, "global",
+                                                 gen))
             else:
-                keep = online_balance_keep(eligible, group, a.balance.ratio, "group", gen)
+                keep = online_balance_keep(correct, group_ids, a.balance.ratio, "group", gen)
             loss_mask = loss_mask * keep[:, None]
-            metrics["balance/dropped"] = self.engine.all_reduce(((keep == 0) & (eligible >= 0)).sum().float().reshape(1)).item()
-            eligible = torch.where(keep > 0, eligible, torch.full_like(eligible, -1))
-        advantages = opd_advantages(teacher_lp, old, loss_mask)
-        g_returns, g_eligible, g_group = (gathered(trajectory_returns(advantages, loss_mask)), gathered(eligible),
-                                          gathered(group))
-        before = order_consistency(g_returns, g_eligible, g_group)
+            dropped = ((keep == 0) & (correct >= 0)).sum().float().reshape(1)
+            metrics["balance/dropped"] = self.engine.all_reduce(dropped).item()
+            correct = torch.where(keep > 0, correct, torch.full_like(correct, -1))
+        advantages = opd_advantages(teacher_logprobs, old_logprobs, loss_mask)
+        g_returns, g_correct, g_group = (gathered(trajectory_returns(advantages, loss_mask)), gathered(correct),
+                                          gathered(group_ids))
+        before = order_consistency(g_returns, g_correct, g_group)
         metrics.update({f"margin/{k}": v for k, v in before.items()})
         if teacher_ids is not None:
             g_teacher = gathered(teacher_ids)
@@ -464,19 +470,19 @@ class Trainer:
                 rows = g_teacher == k
                 if rows.any():
                     metrics[f"teacher/{name}/inversion_rate"] = order_consistency(
-                        g_returns[rows], g_eligible[rows], g_group[rows])["inversion_rate"]
+                        g_returns[rows], g_correct[rows], g_group[rows])["inversion_rate"]
         m = a.margin
         if m.shift:
             if m.scope == "global" and self.world > 1:
                 # the shift is one scalar per class: compute it on the gathered returns, apply locally
                 g_ret = gathered(trajectory_returns(advantages, loss_mask))
                 ones = torch.ones(len(g_ret), 1)
-                _, shift, lam = margin_shift(g_ret[:, None], ones, gathered(eligible), gathered(group), m.delta, m.mode,
-                                             m.direction, "global")
+                _, shift, lam = margin_shift(g_ret[:, None], ones, gathered(correct), gathered(group_ids), m.delta,
+                                             m.mode, m.direction, "global")
                 shift = local(shift)
                 advantages = advantages + shift[:, None] * loss_mask
             else:
-                advantages, shift, lam = margin_shift(advantages, loss_mask, eligible, group, m.delta, m.mode,
+                advantages, shift, lam = margin_shift(advantages, loss_mask, correct, group_ids, m.delta, m.mode,
                                                       m.direction, m.scope)
             if m.reach == "response" and ratio_dropped is not None:
                 extra = ratio_dropped * (shift != 0).to(ratio_dropped.dtype)[:, None]
@@ -488,22 +494,22 @@ class Trainer:
         elif m.mask:
             returns = trajectory_returns(advantages, loss_mask)
             if m.scope == "global" and self.world > 1:
-                keep = local(greedy_margin_mask(gathered(returns), gathered(eligible), gathered(group), m.delta, m.mode,
-                                                "global", m.min_retain))
+                keep = local(greedy_margin_mask(gathered(returns), gathered(correct), gathered(group_ids), m.delta,
+                                                m.mode, "global", m.min_retain))
             else:
-                keep = greedy_margin_mask(returns, eligible, group, m.delta, m.mode, m.scope, m.min_retain)
+                keep = greedy_margin_mask(returns, correct, group_ids, m.delta, m.mode, m.scope, m.min_retain)
             # RECIPE 7: a masked rollout's advantages become 0 and it stays in the aggregation's denominator,
             # as in the reference code (its loss mask is left as it was)
             advantages = advantages * keep[:, None]
             metrics["margin/masked_rollouts"] = self.engine.all_reduce((keep == 0).sum().float().reshape(1)).item()
-            eligible = torch.where(keep > 0, eligible, torch.full_like(eligible, -1))
+            correct = torch.where(keep > 0, correct, torch.full_like(correct, -1))
         if m.shift or m.mask:
-            after = order_consistency(gathered(trajectory_returns(advantages, loss_mask)), gathered(eligible), gathered(group))
+            after = order_consistency(gathered(trajectory_returns(advantages, loss_mask)), gathered(correct), gathered(group_ids))
             metrics.update({f"margin_after/{k}": v for k, v in after.items()})
         if a.advantage == "grpo":  # the baselines: outcome only, or OPD plus the outcome (algo/outcome.py)
-            advantages = grpo_advantages(eligible, group, loss_mask)
+            advantages = grpo_advantages(correct, group_ids, loss_mask)
         elif a.advantage == "opd+outcome":
-            advantages = add_outcome(advantages, eligible, group, loss_mask, a.outcome_coef)
+            advantages = add_outcome(advantages, correct, group_ids, loss_mask, a.outcome_coef)
         return advantages, loss_mask, metrics
 
     def loss(self, model, r_prompts, responses, rows, tensors, normalizer):
@@ -523,7 +529,7 @@ class Trainer:
         logp = out["logprobs"]
         metrics = {}
         if cfg.loss == "pg":
-            loss, st = ppo_clip_loss(logp, sl(tensors["old"]), sl(tensors["adv"]), mask, cfg.clip_low,
+            loss, st = ppo_clip_loss(logp, sl(tensors["old_logprobs"]), sl(tensors["adv"]), mask, cfg.clip_low,
                                      cfg.clip_high, cfg.aggregation, normalizer)
             metrics.update({"train/clip_fraction": st["clip_fraction"].item(), "train/approx_kl": st["approx_kl"].item()})
         else:
@@ -555,21 +561,21 @@ class Trainer:
         return max(total, 1.0) / self.world
 
     # -- metrics ------------------------------------------------------------------------------
-    def local_stats(self, responses, ro, old, teacher_lp, response_mask, loss_mask, ok, correct,
+    def local_stats(self, responses, ro, old_logprobs, teacher_logprobs, response_mask, loss_mask, ok, outcomes,
                     ratio_keep) -> dict[str, float]:
         tok = response_mask.sum().item()
-        rollout_lp = pad_rows(ro.logprobs)[:, : old.shape[1]]
+        rollout_lp = pad_rows(ro.logprobs)[:, : old_logprobs.shape[1]]
         finite = torch.isfinite(rollout_lp) & response_mask.bool()
         counted = loss_mask.bool()
         return {
-            "sum_rkl": ((old - teacher_lp) * counted).sum().item(), "n_counted": counted.sum().item(),
+            "sum_rkl": ((old_logprobs - teacher_logprobs) * counted).sum().item(), "n_counted": counted.sum().item(),
             "n_tokens": tok, "n_resp": float(len(responses)),
             "n_truncated": float(sum(not f for f in ro.finished)),
             # the rollout engine's own log-probs, where it gives them (NaN: not RECIPE 7's quantity)
-            "mismatch": torch.where(finite, (rollout_lp - old).abs(), torch.zeros_like(old)).sum().item(),
+            "mismatch": torch.where(finite, (rollout_lp - old_logprobs).abs(), torch.zeros_like(old_logprobs)).sum().item(),
             "n_mismatch": finite.sum().item(),
             "n_failed": float((ok == 0).sum().item()),
-            "n_correct": float(sum(c is True for c in correct)), "n_verified": float(sum(c is not None for c in correct)),
+            "n_correct": float(sum(c is True for c in outcomes)), "n_verified": float(sum(c is not None for c in outcomes)),
             # tokens of scored responses left out of the loss: by the log-ratio mask alone, and by any mask
             # (log ratio, online balancing, margin mask, a stripped response prefix)
             "n_logratio_dropped": float((response_mask.bool() & ~ratio_keep.bool() & ok.bool()[:, None]).sum().item()),
