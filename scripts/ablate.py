@@ -251,6 +251,13 @@ def write_report(results, info, out: Path, args) -> list[str]:
     seeds = sorted({r["seed"] for r in results})
     if len(seeds) > 1:
         fig.suptitle("seeds " + ", ".join(f"{s} ({styles[j % len(styles)]})" for j, s in enumerate(seeds)), fontsize=9)
+    return finish_report(fig, out, lines)
+
+
+def finish_report(fig, out: Path, lines: list[str]) -> list[str]:
+    """Saves the figure as out/curves.png and prints the table and where everything went."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=100)
     plt.close(fig)

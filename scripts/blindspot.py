@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from ablate import PIXELS, base_cfg, model_cfg, slug, teacher_labels  # noqa: E402  (the same set-up helpers)
+from ablate import base_cfg, finish_report, model_cfg, slug, teacher_labels  # noqa: E402  (shared helpers)
 
 BLIND, SHOWN_AS = "blue", "green"  # the teacher learns "green" wherever the truth is "blue"
 TEACHER, SEQKD, OFFLINE = "teacher", "sft on teacher answers", "+offline balance"
@@ -269,12 +269,7 @@ def write_report(results: list[dict], info: dict, out: Path, args) -> list[str]:
     axes[2].set_xticklabels(names, rotation=40, ha="right", fontsize=7)
     axes[2].set_title("at the budget (95% intervals)")
     axes[2].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=100)
-    plt.close(fig)
-    print("\n".join(lines))
-    print(f"\nwrote {out / 'results.md'}, {out / 'results.json'}, {out / 'curves.png'}")
-    return lines
+    return finish_report(fig, out, lines)
 
 
 def main(argv=None):
