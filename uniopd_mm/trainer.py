@@ -26,7 +26,8 @@ import torch
 from . import checkpoint as ckpt
 from .algo.loss import aggregate, distribution_loss, kl_penalty, ppo_clip_loss, renormalise_topk
 from .algo.balance import online_balance_keep
-from .algo.margin import greedy_margin_mask, margin_shift, order_consistency, trajectory_returns
+from .algo.margin import (greedy_margin_mask, margin_shift, order_consistency, shift_dropped_tokens,
+                          trajectory_returns)
 from .algo.opd import logratio_mask, opd_advantages, teacher_failure_mask
 from .algo.outcome import add_outcome, grpo_advantages
 from .algo.xtok import chunk_reward_logprobs
@@ -485,9 +486,7 @@ class Trainer:
                 advantages, shift, lam = margin_shift(advantages, loss_mask, correct, group_ids, m.delta, m.mode,
                                                       m.direction, m.scope)
             if m.reach == "response" and ratio_dropped is not None:
-                extra = ratio_dropped * (shift != 0).to(ratio_dropped.dtype)[:, None]
-                advantages = advantages + shift[:, None] * extra
-                loss_mask = loss_mask + extra
+                advantages, loss_mask, extra = shift_dropped_tokens(advantages, loss_mask, shift, ratio_dropped)
                 metrics["margin/reached_tokens"] = self.engine.all_reduce(extra.sum().reshape(1)).item()
             metrics["margin/lambda_mean"] = lam[lam > 0].mean().item() if (lam > 0).any() else 0.0
             metrics["margin/shifted_groups"] = float((lam > 0).sum().item())

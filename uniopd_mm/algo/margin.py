@@ -93,6 +93,15 @@ def margin_shift(advantages: torch.Tensor, mask: torch.Tensor, correct: torch.Te
     return advantages + shift[:, None] * mask.to(advantages.dtype), shift, lam
 
 
+def shift_dropped_tokens(advantages: torch.Tensor, loss_mask: torch.Tensor, shift: torch.Tensor,
+                         dropped: torch.Tensor):
+    """``margin.reach: response``: the per-rollout ``shift`` [B] also moves the ``dropped`` tokens [B, T] (those the
+    log-ratio mask left out) of every shifted rollout; they join the loss carrying the shift alone (their OPD
+    advantage is 0). Returns (advantages, loss mask, the tokens reached [B, T])."""
+    extra = dropped * (shift != 0).to(dropped.dtype)[:, None]
+    return advantages + shift[:, None] * extra, loss_mask + extra, extra
+
+
 def _margin_of(values_pos: list[float], values_neg: list[float], mode: MarginMode) -> float:
     if mode == "mean":
         return sum(values_pos) / len(values_pos) - sum(values_neg) / len(values_neg)
