@@ -125,7 +125,7 @@ def main(argv=None) -> dict:
            "train": {"engine": "deepspeed", "zero_stage": args.zero_stage,
                      "precision": "bf16" if args.device == "cuda" else "fp32", "gradient_checkpointing": True,
                      "steps": args.steps, "prompts_per_step": args.prompts, "micro_batch_size": args.micro_batch_size,
-                     "lr": 1e-6, "warmup_steps": 0, "resume": False, "save_every": 0},
+                     "lr": 1e-6, "warmup_steps": 0, "resume": False, "save_every": -1},
            "logging": {"tensorboard": False}}
     (args.out / "bench.yaml").write_text(yaml.safe_dump(cfg))
     if (run / "metrics.jsonl").exists():

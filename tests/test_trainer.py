@@ -57,6 +57,13 @@ def test_two_steps_with_image_and_video_prompts(tiny_dir, synth_dir, synth_sampl
     assert (hf / "preprocessor_config.json").exists() or (hf / "processor_config.json").exists()
 
 
+def test_save_every_minus_one_writes_no_checkpoint(tiny_dir, synth_dir, tmp_path):
+    result = Trainer(tiny_config(tiny_dir, synth_dir, tmp_path, overrides=["train.steps=1", "train.save_every=-1"])).train()
+    assert "checkpoint" not in result
+    assert not any((tmp_path / "checkpoints").glob("*"))  # an absent folder globs to nothing as well
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 1
+
+
 def test_resume_sees_the_same_prompts_and_weights(tiny_dir, synth_dir, tmp_path):
     full = Trainer(tiny_config(tiny_dir, synth_dir, tmp_path / "a", overrides=["train.steps=4", "train.save_every=2"]))
     full.train()

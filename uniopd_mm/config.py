@@ -268,7 +268,8 @@ class TrainConfig:
         "M-RoPE positions); under gradient checkpointing the full forward; equal to it to float rounding")
     logprob_chunk: int = cfg(1024, "rows of [B*T, V] upcast to float32 at a time in log-prob computations", range=(1, None))
     lora: LoraConfig = cfg(help="LoRA adapters", factory=LoraConfig)
-    save_every: int = cfg(0, "checkpoint every N steps (0: only at the end)", range=(0, None))
+    save_every: int = cfg(0, "checkpoint every N steps (0: only at the end; -1: never, for benchmarks)",
+                          range=(-1, None))
     keep_last: int = cfg(2, "checkpoints kept", range=(1, None))
     resume: bool = cfg(True, "resume from the latest complete checkpoint in output_dir")
     max_skipped_in_a_row: int = cfg(5, "stop when this many consecutive steps were skipped for a non-finite loss or "

@@ -128,7 +128,7 @@ def run_sft(cfg: Config) -> dict:
             logger.log(step, metrics)
         if out_of_time:
             break
-        if cfg.train.save_every and step % cfg.train.save_every == 0 and step < cfg.train.steps:
+        if cfg.train.save_every > 0 and step % cfg.train.save_every == 0 and step < cfg.train.steps:
             ckpt.save(engine, root, step, {"step": step, "sampler": sampler.state(), "train_seconds": train_seconds,
                                            "bad_ids": sorted(bad)}, cfg.train.keep_last)
     final, tmp = out / "final", out / ".tmp-final"

@@ -680,12 +680,12 @@ class Trainer:
                 if self.is_main:
                     print(f"time budget of {cfg.time_budget_s:.0f} s of training reached at step {self.step}")
                 break
-            if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
+            if cfg.save_every > 0 and self.step % cfg.save_every == 0 and self.step < cfg.steps:
                 self.save_checkpoint()
         bar.close()
-        final = self.save_checkpoint()
+        if cfg.save_every >= 0:
+            last["checkpoint"] = str(self.save_checkpoint())
         self.close_log()
-        last["checkpoint"] = str(final)
         return last
 
     def close_log(self) -> None:
