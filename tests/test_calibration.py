@@ -94,6 +94,7 @@ def _worker(rank, world, port, out_path, overrides):
     ["algo.margin.shift=true", "algo.margin.scope=global", "algo.margin.delta=0.3"],
     ["algo.balance.enabled=true", "algo.balance.scope=global", "algo.margin.shift=true", "algo.margin.scope=global"],
     ["algo.margin.mask=true", "algo.margin.scope=global", "algo.margin.delta=0.5"],
+    ["algo.balance.enabled=true", "algo.balance.scope=group", "algo.margin.shift=true", "algo.margin.delta=0.3"],
 ])
 def test_global_scope_two_processes_equal_one(tmp_path, overrides):
     teacher, old, mask, verdict, group = _inputs(b=24)

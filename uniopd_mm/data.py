@@ -456,3 +456,27 @@ def load_test_records(data, out: str | Path, rank: int, limit: int) -> tuple[lis
     log = RejectLog(rank_file(Path(out) / "rejects_test.jsonl", rank))
     samples = load_jsonl(data.test_path, data.strict, log if rank == 0 else RejectLog(None), data.verify_media)
     return samples[:limit], RejectOnce(log, data.strict)
+
+
+def load_training_data(d, seed: int, rejects: RejectLog, progress: bool = False):
+    """The training records of data config ``d`` and their sampler: one file, or a weighted mixture whose
+    entries tag their records with a teacher."""
+    if not d.mixture:
+        samples = load_jsonl(d.train_path, d.strict, rejects, d.verify_media, progress=progress)
+        return samples, PromptSampler(len(samples), seed)
+    samples, sizes = [], []
+    for entry in d.mixture:
+        part = load_jsonl(entry.path, d.strict, rejects, d.verify_media, progress=progress)
+        for s in part:
+            s.teacher = s.teacher or entry.teacher
+        samples += part
+        sizes.append(len(part))
+    return samples, MixtureSampler(sizes, [e.weight for e in d.mixture], seed)
+
+
+def data_error_names() -> set[str]:
+    """The names of DataError and every subclass defined so far: the reject types counted per step."""
+    def names(cls) -> set[str]:
+        return {cls.__name__}.union(*(names(c) for c in cls.__subclasses__()))
+
+    return names(DataError)

@@ -8,6 +8,8 @@ import math
 import time
 from pathlib import Path
 
+import torch
+
 
 class Timer:
     """``with timer("rollout"): ...`` records seconds under ``time/rollout``."""
@@ -95,3 +97,87 @@ def write_report(out: Path, lines: list[str], data) -> None:
     (out / "report.md").write_text("\n".join(lines) + "\n")
     (out / "report.json").write_text(json.dumps(data, indent=1))
     print("\n".join(lines))
+
+
+# -- a step's metrics: local sums, reduced over ranks with ``all_reduce`` (the engine's) ---------------
+def pad_rows(rows: list[list[float]], value: float = 0.0) -> torch.Tensor:
+    """[len(rows), longest] float32, each row padded with ``value``."""
+    width = max(1, max((len(r) for r in rows), default=1))
+    out = torch.full((len(rows), width), value, dtype=torch.float32)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.float32)
+    return out
+
+
+def rollout_sums(ro, old_logprobs, teacher_logprobs, response_mask, loss_mask, ok, outcomes, ratio_keep) -> dict:
+    """This rank's sums behind the step's rollout, teacher and reward metrics (``step_metrics`` reduces them)."""
+    rollout_lp = pad_rows(ro.logprobs)[:, : old_logprobs.shape[1]]
+    finite = torch.isfinite(rollout_lp) & response_mask.bool()
+    counted, scored = loss_mask.bool(), response_mask.bool() & ok.bool()[:, None]
+    return {
+        "sum_rkl": ((old_logprobs - teacher_logprobs) * counted).sum().item(), "n_counted": counted.sum().item(),
+        "n_tokens": response_mask.sum().item(), "n_resp": float(len(ro.responses)),
+        "n_truncated": float(sum(not f for f in ro.finished)),
+        # the rollout engine's own log-probs, where it gives them (NaN: not RECIPE 7's quantity)
+        "mismatch": torch.where(finite, (rollout_lp - old_logprobs).abs(), torch.zeros_like(old_logprobs)).sum().item(),
+        "n_mismatch": finite.sum().item(),
+        "n_failed": float((ok == 0).sum().item()),
+        "n_correct": float(sum(c is True for c in outcomes)), "n_verified": float(sum(c is not None for c in outcomes)),
+        # tokens of scored responses left out of the loss: by the log-ratio mask alone, and by any mask
+        # (log ratio, online balancing, margin mask, a stripped response prefix)
+        "n_logratio_dropped": float((scored & ~ratio_keep.bool()).sum().item()),
+        "n_masked": float((scored & ~counted).sum().item()),
+    }
+
+
+def step_metrics(sums: dict, all_reduce, with_mismatch: bool = True) -> dict[str, float]:
+    """``rollout_sums`` of every rank, summed, as the logged metrics."""
+    keys = sorted(sums)
+    g = dict(zip(keys, all_reduce(torch.tensor([sums[k] for k in keys], dtype=torch.float64)).tolist()))
+    n_resp = max(g["n_resp"], 1.0)
+    out = {
+        "opd/reverse_kl": g["sum_rkl"] / max(g["n_counted"], 1.0),
+        "opd/counted_tokens": g["n_counted"],
+        "opd/logratio_dropped_tokens": g["n_logratio_dropped"],
+        "opd/masked_tokens": g["n_masked"],
+        "teacher/failed": g["n_failed"],
+        "teacher/failed_frac": g["n_failed"] / n_resp,
+        "response/length_mean": g["n_tokens"] / n_resp,
+        "response/truncated_frac": g["n_truncated"] / n_resp,
+        "response/tokens": g["n_tokens"],
+        "reward/accuracy": g["n_correct"] / max(g["n_verified"], 1.0),
+        "reward/verified_frac": g["n_verified"] / n_resp,
+        "reward/unknown_frac": 1.0 - g["n_verified"] / n_resp,
+    }
+    if with_mismatch and g["n_mismatch"]:
+        out["rollout/logprob_mismatch"] = g["mismatch"] / g["n_mismatch"]
+    return out
+
+
+def per_teacher_metrics(names: list[str], routes: list[str], old_logprobs, teacher_logprobs, loss_mask, ok,
+                        all_reduce) -> dict[str, float]:
+    """Reverse KL, failures and rollouts per teacher, over all ranks (with more than one teacher)."""
+    if len(names) < 2:
+        return {}
+    out = {}
+    for name in names:
+        rows = torch.tensor([r == name for r in routes], dtype=torch.bool)
+        counted = loss_mask.bool() & rows[:, None]
+        vec = all_reduce(torch.tensor([((old_logprobs - teacher_logprobs) * counted).sum().item(), counted.sum().item(),
+                                       float(((ok == 0) & rows).sum().item()), float(rows.sum().item())],
+                                      dtype=torch.float64))
+        out[f"teacher/{name}/reverse_kl"] = (vec[0] / vec[1].clamp(min=1)).item()
+        out[f"teacher/{name}/failed"] = vec[2].item()
+        out[f"teacher/{name}/rollouts"] = vec[3].item()
+    return out
+
+
+def rejects_metrics(counts: dict[str, int], error_names: list[str], truncated: int, truncated_teacher: int,
+                    all_reduce) -> dict[str, float]:
+    """Records rejected so far, by error type, and prompts cut to max_prompt_tokens, summed over ranks."""
+    local = [float(counts.get(n, 0)) for n in error_names] + [float(truncated), float(truncated_teacher)]
+    vec = all_reduce(torch.tensor(local, dtype=torch.float64)).tolist()
+    out = {"data/rejected": sum(vec[: len(error_names)])}
+    out.update({f"data/rejected_{n}": v for n, v in zip(error_names, vec) if v})
+    out["data/truncated_prompts"], out["data/truncated_teacher_prompts"] = vec[len(error_names):]
+    return out

@@ -112,6 +112,25 @@ def micro_batch_rows(rows: list[int]) -> tuple[list[int], bool]:
     return real or [0], bool(real)
 
 
+def gather_rows(engine, tensors: list[torch.Tensor]) -> tuple[list[torch.Tensor], slice]:
+    """Every rank's rows of each tensor, in rank order, and the slice of them that is this rank's.
+
+    Tensors of two or more dimensions are padded with zeros along dim 1 to the widest rank's width
+    (the responses of each rank are padded to its own longest); cut back with ``x[rows, :width]``.
+    """
+    if engine.world_size == 1:
+        return list(tensors), slice(0, len(tensors[0]))
+    sizes = [len(x) for x in engine.all_gather(torch.zeros(len(tensors[0])))]
+    offset = sum(sizes[: engine.rank])
+    out = []
+    for x in tensors:
+        if x.dim() >= 2:
+            width = int(engine.all_reduce(torch.tensor([float(x.shape[1])]), op="max").item())
+            x = torch.nn.functional.pad(x, (0, 0) * (x.dim() - 2) + (0, width - x.shape[1]))
+        out.append(torch.cat(engine.all_gather(x)))
+    return out, slice(offset, offset + len(tensors[0]))
+
+
 class TrainingEngine:
     """What the trainer needs from a training backend.
 

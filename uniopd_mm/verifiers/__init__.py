@@ -128,3 +128,20 @@ def verify(sample, response: str) -> bool | None:
     if sample.answer is None and name != "code":
         return None
     return VERIFIERS[name](response, sample.answer, sample.meta)
+
+
+def unverifiable_warning(samples) -> str | None:
+    """RECIPE 7 (Unknown correctness): balancing and margin calibration act on verdicts only. When most
+    records cannot be verified (no verifier for their domain, or no answer; code needs none), a Uni-OPD
+    setting silently runs plain OPD: the message to warn with, else None."""
+    def unverifiable(s) -> bool:
+        name = verifier_for(s.domain, s.meta)
+        return name is None or (s.answer is None and name != "code")
+
+    bad = [s for s in samples if unverifiable(s)]
+    if len(bad) * 2 <= len(samples):
+        return None
+    return (f"{len(bad)} of {len(samples)} training records have no verifier for their domain "
+            f"(e.g. {sorted({s.domain for s in bad})[:5]}) or no answer: their rollouts are 'unknown', and online "
+            "balancing / margin calibration ignore them, so this run is mostly plain OPD. Give each record a domain "
+            "with a verifier (math*, code*, choice, numeric, string, the synthetic ones) or meta.verifier.")

@@ -1,106 +1,12 @@
-"""Loading models and processors from a :class:`ModelConfig` (any Hugging Face checkpoint path)."""
+"""Token log-probabilities of response tokens: the student's (training, pi_old) and the HF teacher's
+(chunked over the vocabulary), and prompt sharing, which runs each distinct prompt once and shares its
+KV cache (and Qwen-VL's M-RoPE positions) across that prompt's samples."""
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from pathlib import Path
-
 import torch
 
-from .config import ModelConfig
-
-@contextlib.contextmanager
-def whole_weights():
-    """Loads inside this block are never ZeRO-3-partitioned (frozen teachers, reference models).
-
-    NOTE: while the DeepSpeed engine holds an HfDeepSpeedConfig with stage 3, transformers'
-    from_pretrained partitions every model it loads; a frozen model must stay whole.
-    """
-    from transformers.integrations import deepspeed as hf_ds
-
-    ref = hf_ds._hf_deepspeed_config_weak_ref
-    obj = ref() if ref is not None else None
-    hf_ds.unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        if obj is not None:
-            hf_ds.set_hf_deepspeed_config(obj)
-
-
-def check_checkpoint(path: str) -> None:
-    """A path that can only be a local folder (more than ``namespace/name``, or starting with ``.`` or ``/``) must
-    exist: say so, instead of letting the hub client call it a malformed repository id."""
-    p = Path(str(path))
-    local = len(p.parts) > 2 or str(path).startswith((".", "/"))
-    if local and not p.exists():
-        hint = " (the tiny configs read artifacts/ that `make models data` builds)" if "artifacts" in p.parts else ""
-        raise FileNotFoundError(f"no checkpoint folder at {path}{hint}")
-
-
-def load_model(cfg: ModelConfig, device: str = "cpu", frozen: bool = False):
-    """The model class comes from the configured family, never from sniffing the checkpoint.
-
-    ``frozen=True``: eval mode, no gradients, whole weights even under ZeRO-3.
-    """
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
-
-    check_checkpoint(cfg.path)
-
-    cls = AutoModelForCausalLM if cfg.family == "text" else AutoModelForImageTextToText
-    with whole_weights() if frozen else contextlib.nullcontext():
-        model = cls.from_pretrained(cfg.path, dtype=getattr(torch, cfg.dtype))  # dtype: a Literal of torch's names
-    if frozen:
-        model.requires_grad_(False).eval()
-    return model.to(device)
-
-
-class CompiledOrEager:
-    """``torch.compile(fn)`` that can never cost a run: ``torch.compile`` is lazy, so a missing C++
-    compiler or an unsupported op only shows at a call. When the compiled call raises, ``fn`` runs
-    eagerly on the same inputs: if that works, the compiler was at fault, a warning says so and every
-    later call is eager; if it raises too, the input was (its error propagates, compilation stays on).
-    """
-
-    def __init__(self, fn, what: str, **compile_kwargs):
-        self.fn, self.what = fn, what
-        self.compiled = torch.compile(fn, **compile_kwargs)
-
-    def __call__(self, *args, **kwargs):
-        if self.compiled is None:
-            return self.fn(*args, **kwargs)
-        try:
-            return self.compiled(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001 - decided below by the eager call
-            out = self.fn(*args, **kwargs)
-            warnings.warn(f"torch.compile of {self.what} failed ({type(e).__name__}: {e}); running it eagerly",
-                          stacklevel=2)
-            self.compiled = None
-            return out
-
-
-def load_processor(cfg: ModelConfig):
-    from processors import make_processor
-
-    check_checkpoint(cfg.path)
-
-    return make_processor(cfg.family, cfg.path, view=cfg.view, options=cfg.processor,
-                          chat_template_kwargs=cfg.chat_template_kwargs)
-
-
-def frozen_config(path, family: str, processor_options: dict | None = None) -> ModelConfig:
-    """The ModelConfig of a checkpoint outside any experiment config (eval, demo, scripts)."""
-    from .config_base import from_dict
-
-    return from_dict(ModelConfig, {"path": str(path), "family": family, "processor": processor_options or {}},
-                     prefix="model")
-
-
-def load_frozen(path, family: str, processor_options: dict | None = None):
-    """(frozen model, processor) of a checkpoint outside any experiment config (eval, demo, scripts)."""
-    cfg = frozen_config(path, family, processor_options)
-    return load_model(cfg, frozen=True), load_processor(cfg)
+from .loading import to_device
 
 
 def response_logits(model, batch: dict, share_prompts: bool = False):
@@ -235,22 +141,11 @@ def forward_sharing_prompts(model, batch: dict, first: torch.Tensor, inverse: to
     return last, resp
 
 
-def model_device(model) -> torch.device:
-    """Where ``model`` computes (a DeepSpeed engine, a PEFT wrapper or a plain module)."""
-    return getattr(model, "device", None) or next(model.parameters()).device
-
-
-def to_device(batch: dict, model) -> dict:
-    """Moves a batch's tensors to the model's device (a no-op on CPU)."""
-    device = model_device(model)
-    return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
-
-
 def response_logprobs(model, batch: dict, suppressed_ids=None, temperature: float = 1.0,
                       chunk_size: int = 1024, with_entropy: bool = False, with_full: bool = False,
                       share_prompts: bool = False) -> dict:
     """Sampled-token log-probs [B, T] (and optionally entropy [B, T], full log-probs [B, T, V])."""
-    from .algo.logprobs import entropy_from_logits, log_softmax_full, selective_log_softmax
+    from ..algo.logprobs import entropy_from_logits, log_softmax_full, selective_log_softmax
 
     logits = response_logits(model, batch, share_prompts)
     out = {"logprobs": selective_log_softmax(logits, batch["responses"].to(logits.device), suppressed_ids, temperature,
@@ -284,7 +179,7 @@ def score_response_tokens(model, batch: dict, suppressed_ids=None, temperature: 
     """
     from processors import model_inputs
 
-    from .algo.logprobs import log_softmax_full, selective_log_softmax
+    from ..algo.logprobs import log_softmax_full, selective_log_softmax
 
     base, head = base_and_head(model)
     t = batch["responses"].shape[1]
