@@ -140,14 +140,14 @@ def test_a_bad_record_drops_only_itself_in_a_mixture(tiny_dir, synth_dir, tmp_pa
     t = Trainer(_mixture(tiny_dir, synth_dir, tmp_path, 4096))
     assert sorted(s.id for s in t.samples) == sorted([f"r{i}" for i in range(6)] * 2)
     bad = next(s for s in t.samples if s.id == "r1" and s.source.startswith(str(tmp_path / "a.jsonl")))
-    encode = t.encode
+    encode = t.prompts.encode
 
     def fails_on_a_r1(sample):
         if sample.key == bad.key:
             raise sample.error(D.DataError, "planted bad prompt")
         return encode(sample)
 
-    t.encode = fails_on_a_r1
+    t.prompts.encode = fails_on_a_r1
     drawn = []
     for _ in range(8):  # 48 draws over 12 records: both r1 records are drawn many times
         samples, _, _ = t.next_prompts()
@@ -155,7 +155,7 @@ def test_a_bad_record_drops_only_itself_in_a_mixture(tiny_dir, synth_dir, tmp_pa
     assert bad.key not in drawn
     good = next(s for s in t.samples if s.id == "r1" and s.key != bad.key)
     assert drawn.count(good.key) >= 1
-    assert t.bad_keys == {bad.key} and t.rejects.total == 1
+    assert t.prompts.bad_keys == {bad.key} and t.rejects.total == 1
 
 
 def test_teacher_and_student_prompt_caches_are_bounded(tiny_dir, synth_dir, tmp_path):
@@ -165,7 +165,7 @@ def test_teacher_and_student_prompt_caches_are_bounded(tiny_dir, synth_dir, tmp_
     t.train_step()
     t.train_step()  # 12 prompts drawn from 12 records
     teacher = t.teachers["default"]
-    assert len(t.encode) == 3 and len(teacher.encode) == 3
+    assert len(t.prompts.encode) == 3 and len(teacher.encode) == 3
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])

@@ -158,7 +158,7 @@ def test_compiled_teacher_scores_like_the_eager_one(tiny_dir, synth_samples):
 
 
 def test_deepspeed_zero3_step_sharing_prompts_matches_torch(tiny_dir, text_batch, monkeypatch):
-    from uniopd_mm import models
+    from uniopd_mm.models import scoring as models
     from uniopd_mm.algo.loss import aggregate
     from uniopd_mm.config import ModelConfig, TrainConfig
     from uniopd_mm.models import load_model, response_logprobs
@@ -194,7 +194,7 @@ def test_lora_student_shares_prompts(tiny_dir, synth_dir, tmp_path, monkeypatch)
 
     from conftest import tiny_config
 
-    from uniopd_mm import models
+    from uniopd_mm.models import scoring as models
     from uniopd_mm.metrics import read_metrics
     from uniopd_mm.trainer import Trainer
 

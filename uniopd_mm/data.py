@@ -480,3 +480,51 @@ def data_error_names() -> set[str]:
         return {cls.__name__}.union(*(names(c) for c in cls.__subclasses__()))
 
     return names(DataError)
+
+
+class StepPrompts:
+    """Each step's prompts for this rank, for distillation and SFT alike.
+
+    ``next(k)`` draws k record indices with the seeded ``sampler`` (the same order on every rank), keeps
+    every ``world``-th one from ``rank``, and encodes it. A record whose ``check`` or encoding raises
+    DataError is rejected once (to ``rejects``, keyed by ``Sample.key``: ids repeat across the files of a
+    mixture) and skipped whenever it is drawn again; with ``strict`` the error is raised.
+    ``state()`` / ``load_state()`` carry the sampler and the rejected keys through checkpoints.
+    """
+
+    def __init__(self, samples: list[Sample], sampler, encode, rejects: RejectLog, strict: bool = False,
+                 rank: int = 0, world: int = 1, check=None):
+        self.samples, self.sampler, self.encode, self.rejects = samples, sampler, encode, rejects
+        self.strict, self.rank, self.world, self.check = strict, rank, world, check
+        self.bad_keys: set[str] = set()
+
+    def next(self, k: int) -> tuple[list[int], list[int], list[int], list]:
+        """(every index drawn, this rank's kept indices, their positions in the step, their encoded prompts)."""
+        drawn = self.sampler.next(k)
+        kept, positions, prompts = [], [], []
+        for pos in range(self.rank, len(drawn), self.world):
+            s = self.samples[drawn[pos]]
+            if s.key in self.bad_keys:
+                continue
+            try:
+                if self.check is not None:
+                    self.check(s)
+                prompts.append(self.encode(s))
+            except DataError as err:
+                self.bad_keys.add(s.key)
+                if self.strict:
+                    raise
+                self.rejects.add(err)
+                continue
+            kept.append(drawn[pos])
+            positions.append(pos)
+        if not prompts:
+            raise RuntimeError(f"rank {self.rank}: every prompt of the step was rejected (see {self.rejects.path})")
+        return drawn, kept, positions, prompts
+
+    def state(self) -> dict:
+        return {"sampler": self.sampler.state(), "bad_keys": sorted(self.bad_keys)}
+
+    def load_state(self, state: dict) -> None:
+        self.sampler.load_state(state["sampler"])
+        self.bad_keys = set(state["bad_keys"])

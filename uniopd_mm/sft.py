@@ -18,7 +18,8 @@ import torch
 from . import checkpoint as ckpt
 from .algo.loss import aggregate
 from .config import Config
-from .data import DataError, PromptCache, PromptSampler, RejectLog, Sample, load_jsonl, load_test_records, rank_file
+from .data import (DataError, PromptCache, PromptSampler, RejectLog, Sample, StepPrompts, load_jsonl, load_test_records,
+                   rank_file)
 from .evaluate import evaluate
 from .metrics import MetricsLogger
 from .models import load_model, load_processor, response_logprobs
@@ -64,16 +65,16 @@ def run_sft(cfg: Config) -> dict:
             if cfg.data.strict:
                 raise
             rejects.add(err)
-    encode = PromptCache(cfg.train.prompt_cache, proc.encode_prompt)
-    bad: set[str] = set()
-    sampler = PromptSampler(len(examples), cfg.seed)
+    prompts_of_step = StepPrompts([e[0] for e in examples], PromptSampler(len(examples), cfg.seed),
+                                  PromptCache(cfg.train.prompt_cache, proc.encode_prompt), rejects, cfg.data.strict,
+                                  engine.rank, engine.world_size)
     train_seconds = 0.0  # summed step times (evaluation excluded), for train.time_budget_s
     root, start = out / "checkpoints", 0
     found = ckpt.resume(engine, root) if cfg.train.resume else None
     if found is not None:
         last, state = found
-        sampler.load_state(state["sampler"])
-        start, train_seconds, bad = state["step"], state["train_seconds"], set(state["bad_ids"])
+        prompts_of_step.load_state(state)
+        start, train_seconds = state["step"], state["train_seconds"]
         if main:
             print(f"resumed from {last} at step {start}")
     logger = MetricsLogger(out, cfg.logging.tensorboard, False) if main else None
@@ -88,22 +89,8 @@ def run_sft(cfg: Config) -> dict:
     metrics: dict = {}
     for step in tqdm(range(start + 1, cfg.train.steps + 1), initial=start, total=cfg.train.steps, desc="sft",
                      disable=not (main and cfg.logging.progress)):
-        idx = sampler.next(cfg.train.prompts_per_step)[engine.rank::engine.world_size]
-        prompts, targets = [], []
-        for i in idx:
-            s, ids = examples[i]
-            if s.key in bad:
-                continue
-            try:
-                prompts.append(encode(s))
-                targets.append(ids)
-            except DataError as err:  # rejected once, then skipped whenever it is drawn again
-                bad.add(s.key)
-                if cfg.data.strict:
-                    raise
-                rejects.add(err)
-        if not prompts:
-            raise RuntimeError(f"rank {engine.rank}: every prompt of step {step} was rejected (see {rejects.path})")
+        _, kept, _, prompts = prompts_of_step.next(cfg.train.prompts_per_step)
+        targets = [examples[i][1] for i in kept]
         chunks = even_micro_batches(len(prompts), cfg.train.micro_batch_size, engine)
         n_tok = engine.all_reduce(torch.tensor([float(sum(len(t) for t in targets))])).item()
 
@@ -129,8 +116,8 @@ def run_sft(cfg: Config) -> dict:
         if out_of_time:
             break
         if cfg.train.save_every > 0 and step % cfg.train.save_every == 0 and step < cfg.train.steps:
-            ckpt.save(engine, root, step, {"step": step, "sampler": sampler.state(), "train_seconds": train_seconds,
-                                           "bad_ids": sorted(bad)}, cfg.train.keep_last)
+            ckpt.save(engine, root, step, {"step": step, **prompts_of_step.state(), "train_seconds": train_seconds},
+                      cfg.train.keep_last)
     final, tmp = out / "final", out / ".tmp-final"
     if main:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -28,7 +28,8 @@ from .algo.advantages import compute_advantages
 from .algo.opd import logratio_mask, teacher_failure_mask
 from .algo.xtok import chunk_reward_logprobs
 from .config import Config, ConfigError
-from .data import DataError, PromptCache, RejectLog, data_error_names, load_test_records, load_training_data, rank_file
+from .data import (DataError, PromptCache, RejectLog, StepPrompts, data_error_names, load_test_records,
+                   load_training_data, rank_file)
 from .evaluate import evaluate
 from .metrics import (MetricsLogger, Timer, pad_rows, per_teacher_metrics, rejects_metrics, rollout_sums,
                       step_metrics)
@@ -72,7 +73,7 @@ class Trainer:
         self.engine.barrier()
         self.rejects = RejectLog(rank_file(cfg.rejects_path, self.rank))
         # every rank reads the whole data (same order); only rank 0 records the rejects
-        self.samples, self.sampler = load_training_data(cfg.data, cfg.seed, self.rejects if self.is_main else
+        self.samples, sampler = load_training_data(cfg.data, cfg.seed, self.rejects if self.is_main else
                                                         RejectLog(None), self.is_main and cfg.logging.progress)
         a = cfg.algo
         if self.is_main and (a.balance.enabled or a.margin.shift or a.margin.mask):
@@ -105,8 +106,8 @@ class Trainer:
         r = cfg.rollout
         self.sampling = SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
                                        max_new_tokens=r.max_new_tokens)
-        self.encode = PromptCache(cfg.train.prompt_cache, self.student_proc.encode_prompt)
-        self.bad_keys: set[str] = set()  # Sample.key (file and line): ids repeat across the files of a mixture
+        self.prompts = StepPrompts(self.samples, sampler, PromptCache(cfg.train.prompt_cache, self.student_proc.encode_prompt),
+                                   self.rejects, cfg.data.strict, self.rank, self.world, check=self.teacher_of)
         self.step = 0
         self.logger = None
         if self.is_main:
@@ -131,33 +132,15 @@ class Trainer:
         return name
 
     def next_prompts(self):
-        """This rank's prompts of the next step; bad ones are rejected once and skipped."""
-        idx = self.sampler.next(self.cfg.train.prompts_per_step)
-        self.seen_ids.append([self.samples[i].id for i in idx])
-        samples, prompts, prompt_groups = [], [], []
-        for pos in range(self.rank, len(idx), self.world):
-            s = self.samples[idx[pos]]
-            if s.key in self.bad_keys:
-                continue
-            try:
-                self.teacher_of(s)
-                prompts.append(self.encode(s))
-            except DataError as err:
-                self.bad_keys.add(s.key)
-                if self.cfg.data.strict:
-                    raise
-                self.rejects.add(err)
-                continue
-            samples.append(s)
-            prompt_groups.append(pos)
-        return samples, prompts, prompt_groups
+        """This rank's records, encoded prompts and their positions in the step (the group ids)."""
+        drawn, kept, positions, prompts = self.prompts.next(self.cfg.train.prompts_per_step)
+        self.seen_ids.append([self.samples[i].id for i in drawn])
+        return [self.samples[i] for i in kept], prompts, positions
 
     # -- the step: seven stages, each one call -------------------------------------------------
     def train_step(self) -> dict[str, float]:
         t, t_step = self.stage, time.perf_counter()
         samples, prompts, prompt_groups = self.next_prompts()
-        if not prompts:
-            raise RuntimeError(f"rank {self.rank}: every prompt of step {self.step} was rejected (see {self.rejects.path})")
         with t("rollout"), self.engine.rollout_context():
             ro = self.rollout.generate(prompts, self.sampling)
         self.rollout.sleep()  # a vLLM engine with sleep mode frees its memory until the sync
@@ -255,13 +238,18 @@ class Trainer:
                    "topk_logprobs": scores.topk_logprobs}
 
         def loss(model, rows):
-            take, counts = micro_batch_rows(rows)
-            return micro_batch_loss(model, self.student_batch(rollouts.prompts, responses, rows), take, counts, targets,
-                                    cfg.algo, temperature=cfg.rollout.temperature,
-                                    logprob_chunk=cfg.train.logprob_chunk, share_prompts=cfg.train.share_prompts,
-                                    suppressed_ids=self.suppressed, normalizer=normalizer)
+            return self.loss(model, rollouts.prompts, responses, rows, targets, normalizer)
 
         return self.engine.train_step(rollouts.micro_batches, loss)
+
+    def loss(self, model, prompts, responses, rows, targets, normalizer):
+        """One micro-batch's (loss, metrics): the student's forward and the algo/ loss (objective.py)."""
+        cfg = self.cfg
+        take, counts = micro_batch_rows(rows)
+        return micro_batch_loss(model, self.student_batch(prompts, responses, rows), take, counts, targets, cfg.algo,
+                                temperature=cfg.rollout.temperature, logprob_chunk=cfg.train.logprob_chunk,
+                                share_prompts=cfg.train.share_prompts, suppressed_ids=self.suppressed,
+                                normalizer=normalizer)
 
     @contextlib.contextmanager
     def stage(self, name: str):
@@ -314,7 +302,7 @@ class Trainer:
                             on_error=self.reject_test_record)
 
     def save_checkpoint(self) -> Path:
-        state = {"step": self.step, "sampler": self.sampler.state(), "bad_keys": sorted(self.bad_keys),
+        state = {"step": self.step, **self.prompts.state(),
                  "seen_ids": self.seen_ids, "world_size": self.world, "train_seconds": self.train_seconds}
         return ckpt.save(self.engine, self.out / "checkpoints", self.step, state, self.cfg.train.keep_last,
                          self.student_proc)
@@ -324,8 +312,7 @@ class Trainer:
         if found is None:
             return False
         last, state = found
-        self.sampler.load_state(state["sampler"])
-        self.bad_keys = set(state["bad_keys"])
+        self.prompts.load_state(state)
         self.seen_ids = state["seen_ids"]
         self.step = state["step"]
         self.train_seconds = state.get("train_seconds", 0.0)

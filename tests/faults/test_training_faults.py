@@ -41,7 +41,7 @@ def test_consecutive_nonfinite_losses_stop_the_run(tiny_dir, synth_dir, tmp_path
     trainer = Trainer(cfg)
     before = {k: v.clone() for k, v in trainer.engine.module.state_dict().items()}
 
-    def nan_loss(model, r_prompts, responses, rows, tensors, normalizer):
+    def nan_loss(model, prompts, responses, rows, targets, normalizer):
         return torch.tensor(float("nan"), requires_grad=True), {}
 
     monkeypatch.setattr(trainer, "loss", nan_loss)
