@@ -55,9 +55,9 @@ def score_prompts(cfg, samples, passes_path: Path, n: int, params, batch_prompts
                 continue
             out = rollout.generate(prompts, params)
             for i, s in enumerate(batch):
-                verdicts = [verify(s, proc.decode(out.responses[j])) for j in range(len(out.responses))
+                outcomes = [verify(s, proc.decode(out.responses[j])) for j in range(len(out.responses))
                             if out.prompt_index[j] == i]
-                row = {"id": s.id, "passes": sum(v is True for v in verdicts), "unknown": sum(v is None for v in verdicts),
+                row = {"id": s.id, "passes": sum(v is True for v in outcomes), "unknown": sum(v is None for v in outcomes),
                        "n": n}
                 done[s.id] = row
                 fh.write(json.dumps(row) + "\n")

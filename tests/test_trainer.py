@@ -258,8 +258,8 @@ def test_outcome_baselines_use_the_verifier_reward(tiny_dir, synth_dir, tmp_path
     cfg = tiny_config(tiny_dir, synth_dir, tmp_path / advantage, overrides=[
         f"algo.advantage={advantage}", "algo.outcome_coef=2.0", "train.steps=1", "rollout.n=4"])
     trainer = Trainer(cfg)
-    verdicts = itertools.cycle([True, False, False, None])  # the random student is never right: mixed groups by hand
-    monkeypatch.setattr("uniopd_mm.trainer.verify", lambda sample, text: next(verdicts))
+    outcomes = itertools.cycle([True, False, False, None])  # the random student is never right: mixed groups by hand
+    monkeypatch.setattr("uniopd_mm.trainer.verify", lambda sample, text: next(outcomes))
     calls = []
     original = trainer.score_by_teacher
     monkeypatch.setattr(trainer, "score_by_teacher", lambda *a: calls.append(1) or original(*a))
@@ -267,10 +267,10 @@ def test_outcome_baselines_use_the_verifier_reward(tiny_dir, synth_dir, tmp_path
     calibrate = trainer.calibrate
 
     def spy(teacher_logprobs, old_logprobs, loss_mask, correct, group_ids, *args):
-        adv, mask, metrics = calibrate(teacher_logprobs, old_logprobs, loss_mask, correct, group_ids, *args)
+        advantages, mask, metrics = calibrate(teacher_logprobs, old_logprobs, loss_mask, correct, group_ids, *args)
         seen.update(teacher_logprobs=teacher_logprobs, old_logprobs=old_logprobs, mask=mask, correct=correct,
-                    group_ids=group_ids, adv=adv)
-        return adv, mask, metrics
+                    group_ids=group_ids, advantages=advantages)
+        return advantages, mask, metrics
 
     monkeypatch.setattr(trainer, "calibrate", spy)
     trainer.train()
@@ -278,10 +278,10 @@ def test_outcome_baselines_use_the_verifier_reward(tiny_dir, synth_dir, tmp_path
     opd = (seen["teacher_logprobs"] - seen["old_logprobs"]) * seen["mask"]
     if advantage == "grpo":
         assert not calls
-        assert torch.allclose(seen["adv"], outcome[:, None] * seen["mask"])
+        assert torch.allclose(seen["advantages"], outcome[:, None] * seen["mask"])
     else:
         assert calls
-        assert torch.allclose(seen["adv"], opd + 2.0 * outcome[:, None] * seen["mask"], atol=1e-6)
+        assert torch.allclose(seen["advantages"], opd + 2.0 * outcome[:, None] * seen["mask"], atol=1e-6)
     assert outcome.abs().sum() > 0  # some group had both outcomes, so the check above had something to compare
 
 
@@ -301,19 +301,19 @@ def test_margin_shift_reach(tiny_dir, synth_dir, tmp_path, reach):
         "algo.preset=opd", "algo.margin.shift=true", "algo.margin.direction=correct_up", "algo.margin.delta=0.0",
         f"algo.margin.reach={reach}"])
     trainer = Trainer(cfg)
-    old = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, -1.0, -1.0]])
+    old_logprobs = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, -1.0, -1.0]])
     teacher = torch.tensor([[-1.0, -1.0, -14.0], [-1.0, -1.0, 1.0]])
     loss_mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
     dropped = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
-    adv, mask, metrics = trainer.calibrate(teacher, old, loss_mask, torch.tensor([1, 0]), torch.tensor([0, 0]),
+    advantages, mask, metrics = trainer.calibrate(teacher, old_logprobs, loss_mask, torch.tensor([1, 0]), torch.tensor([0, 0]),
                                            ratio_dropped=dropped)
     lift = 2 / 3
     assert metrics["margin/inversion_rate"] == 1.0
     if reach == "counted":
-        assert torch.allclose(adv, torch.tensor([[lift, lift, 0.0], [0.0, 0.0, 2.0]]))
+        assert torch.allclose(advantages, torch.tensor([[lift, lift, 0.0], [0.0, 0.0, 2.0]]))
         assert torch.equal(mask, loss_mask)
     else:
-        assert torch.allclose(adv, torch.tensor([[lift, lift, lift], [0.0, 0.0, 2.0]]))
+        assert torch.allclose(advantages, torch.tensor([[lift, lift, lift], [0.0, 0.0, 2.0]]))
         assert torch.equal(mask, torch.ones(2, 3)) and metrics["margin/reached_tokens"] == 1.0
 
 

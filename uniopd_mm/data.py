@@ -527,4 +527,4 @@ class StepPrompts:
 
     def load_state(self, state: dict) -> None:
         self.sampler.load_state(state["sampler"])
-        self.bad_keys = set(state["bad_keys"])
+        self.bad_keys = set(state.get("bad_keys", state.get("bad_ids", [])))  # bad_ids: SFT checkpoints before 2026-11-30

@@ -41,12 +41,12 @@ def micro_batch_loss(model, batch: dict, take: list[int], counts: bool, targets:
         metrics.update({"train/clip_fraction": st["clip_fraction"].item(), "train/approx_kl": st["approx_kl"].item()})
     else:
         if algo.distill_support == "full":
-            s_lp, t_lp = out["full_logprobs"], rows(targets["full_logprobs"])
+            student_dist, teacher_dist = out["full_logprobs"], rows(targets["full_logprobs"])
         else:
             ids = rows(targets["topk_ids"])
-            s_lp = renormalise_topk(out["full_logprobs"].gather(-1, ids))
-            t_lp = renormalise_topk(rows(targets["topk_logprobs"]))
-        loss = aggregate(distribution_loss(s_lp, t_lp, algo.loss, algo.jsd_beta), mask, algo.aggregation, normalizer)
+            student_dist = renormalise_topk(out["full_logprobs"].gather(-1, ids))
+            teacher_dist = renormalise_topk(rows(targets["topk_logprobs"]))
+        loss = aggregate(distribution_loss(student_dist, teacher_dist, algo.loss, algo.jsd_beta), mask, algo.aggregation, normalizer)
     if algo.kl_coef > 0:
         kl = kl_penalty(student_logprobs, rows(targets["ref_logprobs"]), algo.kl_estimator)
         loss = loss + algo.kl_coef * aggregate(kl, mask, algo.aggregation, normalizer)

@@ -183,9 +183,10 @@ class Trainer:
         KL reference model's (None without algo.kl_coef), both [B, T]."""
         cfg, mask = self.cfg, rollouts.response_mask
         reuse = cfg.rollout.reuse_logprobs
-        old = pad_rows(ro.logprobs)[:, : mask.shape[1]] * mask if reuse else torch.zeros_like(mask)
-        ref = torch.zeros_like(mask) if self.ref_model is not None else None
-        models = ([] if reuse else [(self.engine.forward_model, old)]) + ([(self.ref_model, ref)] if ref is not None else [])
+        old_logprobs = pad_rows(ro.logprobs)[:, : mask.shape[1]] * mask if reuse else torch.zeros_like(mask)
+        ref_logprobs = torch.zeros_like(mask) if self.ref_model is not None else None
+        models = [] if reuse else [(self.engine.forward_model, old_logprobs)]
+        models += [(self.ref_model, ref_logprobs)] if ref_logprobs is not None else []
         for rows in rollouts.micro_batches if models else []:
             take, counts = micro_batch_rows(rows)
             batch = self.student_batch(rollouts.prompts, ro.responses, rows)
@@ -195,7 +196,7 @@ class Trainer:
                                            cfg.train.logprob_chunk, share_prompts=cfg.train.share_prompts)["logprobs"]
                     if counts:
                         out[take, : lp.shape[1]] = lp[: len(take)].cpu() * batch["response_mask"][: len(take)]
-        return old, ref
+        return old_logprobs, ref_logprobs
 
     def teacher_scores(self, rollouts: Rollouts, responses, old_logprobs) -> TeacherScores:
         """Stage 4: each rollout scored by its prompt's teacher; a cross-tokenizer teacher's chunk signal on every
@@ -282,10 +283,10 @@ class Trainer:
         width = loss_mask.shape[1]
         ids = teacher_ids if teacher_ids is not None else torch.zeros(len(correct), dtype=torch.long)
         dropped = ratio_dropped if ratio_dropped is not None else torch.zeros_like(loss_mask)
-        (t_lp, o_lp, mask, corr, groups, ids, dropped), rows = gather_rows(
+        (teacher_all, old_all, mask, correct_all, groups, ids, dropped), rows = gather_rows(
             self.engine, [teacher_logprobs, old_logprobs, loss_mask, correct, group_ids, ids, dropped])
         advantages, mask, metrics = compute_advantages(
-            t_lp, o_lp, mask, corr, groups, self.cfg.algo,
+            teacher_all, old_all, mask, correct_all, groups, self.cfg.algo,
             generator=torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step),
             teacher_ids=ids if teacher_ids is not None else None,
             teacher_names=list(self.teachers) if teacher_ids is not None else None,

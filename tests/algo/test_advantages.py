@@ -23,14 +23,14 @@ def _algo(shift=False, mask=False, balance=False, delta=0.0, direction="both", r
 
 def _step():
     # one prompt, two rollouts: the correct one gets r_t = -1, -1 (G+ = -1); the incorrect one +1, +1 (G- = 1)
-    teacher = T([[-2.0, -2.0], [-1.0, -1.0]])
-    old = T([[-1.0, -1.0], [-2.0, -2.0]])
-    return teacher, old, torch.ones(2, 2), T([1, 0]), T([7, 7])
+    teacher_logprobs = T([[-2.0, -2.0], [-1.0, -1.0]])
+    old_logprobs = T([[-1.0, -1.0], [-2.0, -2.0]])
+    return teacher_logprobs, old_logprobs, torch.ones(2, 2), T([1, 0]), T([7, 7])
 
 
 def test_plain_opd_is_the_log_ratio_and_measures_the_inversion():
-    adv, mask, m = compute_advantages(*_step(), _algo())
-    assert adv.tolist() == [[-1.0, -1.0], [1.0, 1.0]]  # log pi_T - log pi_old
+    advantages, mask, m = compute_advantages(*_step(), _algo())
+    assert advantages.tolist() == [[-1.0, -1.0], [1.0, 1.0]]  # log pi_T - log pi_old
     assert torch.equal(mask, torch.ones(2, 2))
     # one (correct, incorrect) pair, inverted: G+ = -1 < G- = 1; margin_mean = -2
     assert m["margin/inversion_rate"] == 1.0 and m["margin/margin_mean"] == -2.0 and m["margin/mixed_groups"] == 1.0
@@ -39,32 +39,32 @@ def test_plain_opd_is_the_log_ratio_and_measures_the_inversion():
 
 def test_spread_shift_restores_the_order_to_delta():
     # lambda = delta - m = 1 - (-2) = 3: +1.5 on the correct rollout's tokens, -1.5 on the incorrect one's
-    adv, _, m = compute_advantages(*_step(), _algo(shift=True, delta=1.0))
-    assert adv.tolist() == [[0.5, 0.5], [-0.5, -0.5]]
+    advantages, _, m = compute_advantages(*_step(), _algo(shift=True, delta=1.0))
+    assert advantages.tolist() == [[0.5, 0.5], [-0.5, -0.5]]
     assert m["margin/lambda_mean"] == 3.0 and m["margin/shifted_groups"] == 1.0
     assert m["margin_after/inversion_rate"] == 0.0 and m["margin_after/margin_mean"] == pytest.approx(1.0)
 
 
 def test_unknown_and_empty_rollouts_take_no_part():
-    teacher, old, mask, _, group = _step()
+    teacher_logprobs, old_logprobs, mask, _, group = _step()
     # the incorrect rollout has no counted token: no mixed group, no shift
     mask = T([[1.0, 1.0], [0.0, 0.0]])
-    adv, _, m = compute_advantages(teacher, old, mask, T([1, 0]), group, _algo(shift=True, delta=1.0))
-    assert adv.tolist() == [[-1.0, -1.0], [0.0, 0.0]] and m["margin/mixed_groups"] == 0.0
+    advantages, _, m = compute_advantages(teacher_logprobs, old_logprobs, mask, T([1, 0]), group, _algo(shift=True, delta=1.0))
+    assert advantages.tolist() == [[-1.0, -1.0], [0.0, 0.0]] and m["margin/mixed_groups"] == 0.0
 
 
 def test_grpo_replaces_the_token_signal_with_the_group_normalised_outcome():
     # rewards 1 and 0: mean 0.5, unbiased std sqrt(0.5) -> +-0.5 / 0.7071 on every counted token
-    adv, _, _ = compute_advantages(*_step(), _algo(advantage="grpo"))
-    assert adv[0].tolist() == pytest.approx([0.7071, 0.7071], abs=1e-3)
-    assert adv[1].tolist() == pytest.approx([-0.7071, -0.7071], abs=1e-3)
+    advantages, _, _ = compute_advantages(*_step(), _algo(advantage="grpo"))
+    assert advantages[0].tolist() == pytest.approx([0.7071, 0.7071], abs=1e-3)
+    assert advantages[1].tolist() == pytest.approx([-0.7071, -0.7071], abs=1e-3)
 
 
 def test_per_teacher_inversion_rate():
-    teacher, old, mask, _, _ = _step()
+    teacher_logprobs, old_logprobs, mask, _, _ = _step()
     # teacher b's group is in order: its correct rollout gets r = -1 - (-2) = +1, its incorrect one -1
-    teacher, old = torch.cat([teacher, T([[-1.0, -1.0], [-2.0, -2.0]])]), torch.cat([old, T([[-2.0, -2.0], [-1.0, -1.0]])])
-    _, _, m = compute_advantages(teacher, old, torch.cat([mask, mask]), T([1, 0, 1, 0]), T([0, 0, 1, 1]), _algo(),
+    teacher_logprobs, old_logprobs = torch.cat([teacher_logprobs, T([[-1.0, -1.0], [-2.0, -2.0]])]), torch.cat([old_logprobs, T([[-2.0, -2.0], [-1.0, -1.0]])])
+    _, _, m = compute_advantages(teacher_logprobs, old_logprobs, torch.cat([mask, mask]), T([1, 0, 1, 0]), T([0, 0, 1, 1]), _algo(),
                                  teacher_ids=T([0, 0, 1, 1]), teacher_names=["a", "b"])
     assert m["teacher/a/inversion_rate"] == 1.0 and m["teacher/b/inversion_rate"] == 0.0
     assert m["margin/inversion_rate"] == 0.5  # one of the two pairs

@@ -15,10 +15,10 @@ T = torch.tensor
 
 
 def test_trajectory_returns_masked_mean():
-    adv = T([[1.0, 2.0, 3.0], [4.0, 9.0, 9.0], [5.0, 5.0, 5.0]])
+    advantages = T([[1.0, 2.0, 3.0], [4.0, 9.0, 9.0], [5.0, 5.0, 5.0]])
     mask = T([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
     # (1+2)/2 = 1.5; 4/1 = 4; no counted token -> 0
-    assert trajectory_returns(adv, mask).tolist() == [1.5, 4.0, 0.0]
+    assert trajectory_returns(advantages, mask).tolist() == [1.5, 4.0, 0.0]
 
 
 def test_group_margins_hand_computed():
@@ -33,10 +33,10 @@ def test_group_margins_hand_computed():
 
 
 def _one_group(direction, mode="mean", delta=0.4):
-    adv = T([[0.2, 0.2], [0.0, 0.0], [0.6, 0.6], [0.0, 0.4]])  # G = 0.2, 0.0, 0.6, 0.2
+    advantages = T([[0.2, 0.2], [0.0, 0.0], [0.6, 0.6], [0.0, 0.4]])  # G = 0.2, 0.0, 0.6, 0.2
     mask = torch.ones(4, 2)
     correct = T([1, 1, 0, 0])
-    return margin_shift(adv, mask, correct, torch.zeros(4, dtype=torch.long), delta, mode, direction)
+    return margin_shift(advantages, mask, correct, torch.zeros(4, dtype=torch.long), delta, mode, direction)
 
 
 def test_margin_shift_directions_hand_computed():
@@ -57,12 +57,12 @@ def test_margin_shift_directions_hand_computed():
 @pytest.mark.parametrize("mode, direction", list(itertools.product(["mean", "minmax"], ["both", "correct_up", "incorrect_down"])))
 def test_gap_equals_delta_after_shift(mode, direction):
     torch.manual_seed(0)
-    adv, mask = torch.randn(24, 6), (torch.rand(24, 6) > 0.2).float()
+    advantages, mask = torch.randn(24, 6), (torch.rand(24, 6) > 0.2).float()
     correct = torch.randint(0, 2, (24,))
     correct[::7] = -1
     gid = torch.arange(6).repeat_interleave(4)
-    new, _, _ = margin_shift(adv, mask, correct, gid, 0.4, mode, direction)
-    before_inv, m_before, mixed = group_margins(trajectory_returns(adv, mask), correct, gid, mode)
+    new, _, _ = margin_shift(advantages, mask, correct, gid, 0.4, mode, direction)
+    before_inv, m_before, mixed = group_margins(trajectory_returns(advantages, mask), correct, gid, mode)
     _, m_after, _ = group_margins(trajectory_returns(new, mask), correct, gid, mode)
     for g in range(6):
         if mixed[g] and m_before[g] < 0.4:
@@ -70,23 +70,23 @@ def test_gap_equals_delta_after_shift(mode, direction):
         else:
             assert m_after[g].item() == pytest.approx(m_before[g].item(), abs=1e-6)
     # unknown rollouts and padding never move
-    assert torch.equal(new[correct == -1], adv[correct == -1])
-    assert torch.equal(new[mask == 0], adv[mask == 0])
+    assert torch.equal(new[correct == -1], advantages[correct == -1])
+    assert torch.equal(new[mask == 0], advantages[mask == 0])
 
 
 def test_global_scope_shifts_every_rollout_alike():
-    adv = T([[0.0], [1.0], [0.5], [0.0]])
+    advantages = T([[0.0], [1.0], [0.5], [0.0]])
     correct = T([1, 0, 1, 0])
     gid = T([0, 0, 1, 1])
     # global: mean+ = 0.25, mean- = 0.5 -> m = -0.25, delta 0 -> lambda 0.25 for everyone
-    _, shift, lam = margin_shift(adv, torch.ones(4, 1), correct, gid, 0.0, "mean", "both", "global")
+    _, shift, lam = margin_shift(advantages, torch.ones(4, 1), correct, gid, 0.0, "mean", "both", "global")
     assert lam.tolist() == pytest.approx([0.25]) and shift.tolist() == pytest.approx([0.125, -0.125, 0.125, -0.125])
 
 
-def _shift_loop(adv, mask, correct, gid, delta, mode, direction):
+def _shift_loop(advantages, mask, correct, gid, delta, mode, direction):
     """Slow reference: one group at a time, plain Python."""
-    g = [(sum(a * m for a, m in zip(ar, mr)) / max(sum(mr), 1.0)) for ar, mr in zip(adv.tolist(), mask.tolist())]
-    out = adv.clone()
+    g = [(sum(a * m for a, m in zip(ar, mr)) / max(sum(mr), 1.0)) for ar, mr in zip(advantages.tolist(), mask.tolist())]
+    out = advantages.clone()
     for grp in set(gid.tolist()):
         rows = [i for i in range(len(g)) if gid[i] == grp]
         p = [g[i] for i in rows if correct[i] == 1]
@@ -101,7 +101,7 @@ def _shift_loop(adv, mask, correct, gid, delta, mode, direction):
             s = {"both": lam / 2 if correct[i] == 1 else -lam / 2 if correct[i] == 0 else 0.0,
                  "correct_up": lam if correct[i] == 1 else 0.0,
                  "incorrect_down": -lam if correct[i] == 0 else 0.0}[direction]
-            out[i] = adv[i] + s * mask[i]
+            out[i] = advantages[i] + s * mask[i]
     return out
 
 
@@ -109,13 +109,13 @@ def test_vectorised_shift_matches_loop_reference():
     gen = torch.Generator().manual_seed(1)
     for trial in range(30):
         b, t = 32, 9
-        adv = torch.randn(b, t, generator=gen)
+        advantages = torch.randn(b, t, generator=gen)
         mask = (torch.rand(b, t, generator=gen) > 0.3).float()
         correct = torch.randint(-1, 2, (b,), generator=gen)
         gid = torch.randint(0, 6, (b,), generator=gen)
         for mode, direction in itertools.product(["mean", "minmax"], ["both", "correct_up", "incorrect_down"]):
-            new, _, _ = margin_shift(adv, mask, correct, gid, 0.3, mode, direction)
-            assert torch.allclose(new, _shift_loop(adv, mask, correct, gid, 0.3, mode, direction), atol=1e-5)
+            new, _, _ = margin_shift(advantages, mask, correct, gid, 0.3, mode, direction)
+            assert torch.allclose(new, _shift_loop(advantages, mask, correct, gid, 0.3, mode, direction), atol=1e-5)
 
 
 def test_greedy_margin_mask_hand_computed():

@@ -17,15 +17,15 @@ T = torch.tensor
 
 def test_opd_advantages_hand_computed():
     teacher = T([[-1.0, -2.0, -0.5], [-0.1, float("nan"), 0.0]])
-    old = T([[-1.5, -1.0, -0.5], [-0.3, -1.0, 0.0]])
+    old_logprobs = T([[-1.5, -1.0, -0.5], [-0.3, -1.0, 0.0]])
     mask = T([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-    # A = teacher - old on counted tokens: [-1+1.5, -2+1, 0] = [0.5, -1, 0]; [-0.1+0.3, 0, 0] = [0.2, 0, 0]
-    assert torch.allclose(opd_advantages(teacher, old, mask), T([[0.5, -1.0, 0.0], [0.2, 0.0, 0.0]]))
+    # A = teacher - old_logprobs on counted tokens: [-1+1.5, -2+1, 0] = [0.5, -1, 0]; [-0.1+0.3, 0, 0] = [0.2, 0, 0]
+    assert torch.allclose(opd_advantages(teacher, old_logprobs, mask), T([[0.5, -1.0, 0.0], [0.2, 0.0, 0.0]]))
 
 
 def test_advantage_zero_when_teacher_equals_student():
-    lp = torch.randn(4, 7)
-    assert torch.equal(opd_advantages(lp, lp, torch.ones(4, 7)), torch.zeros(4, 7))
+    logprobs = torch.randn(4, 7)
+    assert torch.equal(opd_advantages(logprobs, logprobs, torch.ones(4, 7)), torch.zeros(4, 7))
 
 
 def test_logratio_mask():
@@ -38,11 +38,11 @@ def test_logratio_mask():
 
 
 def test_teacher_failure_mask():
-    lp = T([[-1.0, -1.0], [-1.0, float("nan")], [-1.0, float("inf")], [-1.0, -1.0]])
+    logprobs = T([[-1.0, -1.0], [-1.0, float("nan")], [-1.0, float("inf")], [-1.0, -1.0]])
     mask = T([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
     failed = T([False, False, False, True])
     # row 1 has a NaN on a counted token; row 2's inf is on padding; row 3 was flagged
-    assert teacher_failure_mask(lp, mask, failed).tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert teacher_failure_mask(logprobs, mask, failed).tolist() == [1.0, 0.0, 1.0, 0.0]
 
 
 def test_aggregations_hand_computed():
@@ -62,10 +62,10 @@ def test_aggregations_hand_computed():
 def test_ppo_clip_loss_hand_computed():
     # ratios: exp(log 1.5) = 1.5 (clipped at 1.28), exp(log 0.5) = 0.5 (clipped at 0.8), 1.0
     logp = torch.log(T([[1.5, 0.5, 1.0]]))
-    old = torch.zeros(1, 3)
-    adv = T([[1.0, 1.0, -2.0]])
+    old_logprobs = torch.zeros(1, 3)
+    advantages = T([[1.0, 1.0, -2.0]])
     mask = torch.ones(1, 3)
-    loss, stats = ppo_clip_loss(logp, old, adv, mask, 0.2, 0.28)
+    loss, stats = ppo_clip_loss(logp, old_logprobs, advantages, mask, 0.2, 0.28)
     # token 1: min(1.5*1, 1.28*1) = 1.28; token 2: min(0.5*1, 0.8*1) = 0.5; token 3: min(-2, -2) = -2
     # loss = -(1.28 + 0.5 - 2) / 3 = 0.22 / 3
     assert loss.item() == pytest.approx(0.22 / 3, abs=1e-6)
@@ -73,27 +73,27 @@ def test_ppo_clip_loss_hand_computed():
     # its unclipped term 0.5 is the smaller and wins: not counted (as verl's pg_clipfrac and TRL count)
     assert stats["clip_fraction"].item() == pytest.approx(1 / 3)
     # token 2 with A = -1: min(0.5 * -1, 0.8 * -1) = -0.8, the clipped term is taken: counted (and token 1)
-    _, stats = ppo_clip_loss(logp, old, T([[1.0, -1.0, -2.0]]), mask, 0.2, 0.28)
+    _, stats = ppo_clip_loss(logp, old_logprobs, T([[1.0, -1.0, -2.0]]), mask, 0.2, 0.28)
     assert stats["clip_fraction"].item() == pytest.approx(2 / 3)
 
 
 def test_ppo_gradient_is_the_policy_gradient_at_ratio_one():
     logp = torch.zeros(2, 3, requires_grad=True)
-    adv = T([[0.5, -1.0, 2.0], [1.0, 1.0, 0.0]])
+    advantages = T([[0.5, -1.0, 2.0], [1.0, 1.0, 0.0]])
     mask = T([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
-    loss, _ = ppo_clip_loss(logp, logp.detach(), adv, mask, agg="seq_mean_token_mean")
+    loss, _ = ppo_clip_loss(logp, logp.detach(), advantages, mask, agg="seq_mean_token_mean")
     loss.backward()
     # d loss / d logp = -A / (n_tokens of the sequence) / n_sequences
-    expected = -adv / T([[3.0], [2.0]]) / 2 * mask
+    expected = -advantages / T([[3.0], [2.0]]) / 2 * mask
     assert torch.allclose(logp.grad, expected)
 
 
 def test_kl_penalty():
-    lp, ref = T([[-1.0]]), T([[-2.0]])
-    assert kl_penalty(lp, ref, "k1").item() == pytest.approx(1.0)
-    # k3 with d = ref - lp = -1: e^-1 + 1 - 1 = 0.3679
-    assert kl_penalty(lp, ref, "k3").item() == pytest.approx(math.exp(-1.0), abs=1e-6)
-    assert kl_penalty(lp, lp, "k3").item() == 0.0
+    logprobs, ref = T([[-1.0]]), T([[-2.0]])
+    assert kl_penalty(logprobs, ref, "k1").item() == pytest.approx(1.0)
+    # k3 with d = ref - logprobs = -1: e^-1 + 1 - 1 = 0.3679
+    assert kl_penalty(logprobs, ref, "k3").item() == pytest.approx(math.exp(-1.0), abs=1e-6)
+    assert kl_penalty(logprobs, logprobs, "k3").item() == 0.0
 
 
 def test_distribution_losses_hand_computed():
@@ -123,8 +123,8 @@ def test_distribution_losses_ignore_suppressed_tokens():
 
 
 def test_renormalise_topk():
-    lp = torch.log(T([0.2, 0.2]))
-    assert torch.allclose(renormalise_topk(lp).exp(), T([0.5, 0.5]))
+    logprobs = torch.log(T([0.2, 0.2]))
+    assert torch.allclose(renormalise_topk(logprobs).exp(), T([0.5, 0.5]))
 
 
 def test_selective_log_softmax_matches_naive_and_chunks():

@@ -16,19 +16,19 @@ T = torch.tensor
 def test_group_normalised_outcome_by_hand():
     correct = T([1, 0, 0, 1, 1, 1, -1, 0, 1])
     groups = T([0, 0, 0, 0, 1, 1, 2, 2, 2])
-    adv = group_normalised_outcome(correct, groups)
+    advantages = group_normalised_outcome(correct, groups)
     # group 0: R = 1,0,0,1, mean 1/2, unbiased std sqrt(1/3): +-(1/2) / sqrt(1/3) = +-0.8660
     s = 0.5 / math.sqrt(1 / 3)
     # group 1: all correct, no signal; group 2: the unknown rollout takes no part, R = 0,1: std sqrt(1/2)
     expected = [s, -s, -s, s, 0.0, 0.0, 0.0, -0.5 / math.sqrt(0.5), 0.5 / math.sqrt(0.5)]
-    assert adv.tolist() == pytest.approx(expected, abs=1e-5)
+    assert advantages.tolist() == pytest.approx(expected, abs=1e-5)
 
 
 def test_grpo_puts_the_outcome_on_counted_tokens_only():
     mask = T([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-    adv = grpo_advantages(T([1, 0]), T([7, 7]), mask)
+    advantages = grpo_advantages(T([1, 0]), T([7, 7]), mask)
     a = 0.5 / math.sqrt(0.5)
-    assert torch.allclose(adv, T([[a, a, 0.0], [-a, 0.0, 0.0]]), atol=1e-5)
+    assert torch.allclose(advantages, T([[a, a, 0.0], [-a, 0.0, 0.0]]), atol=1e-5)
 
 
 def test_opd_plus_outcome_adds_coef_times_the_group_advantage():

@@ -22,7 +22,7 @@ def online_balance_keep(correct: torch.Tensor, group_ids: torch.Tensor, ratio: f
     unknown rollouts, are left untouched.
 
     Args:
-        correct: [B] int, 1 correct, 0 incorrect, -1 unknown (or not eligible).
+        correct: [B] int, 1 correct, 0 incorrect, -1 unknown (or no counted token).
         group_ids: [B] group of each rollout.
         ratio: the target r >= 0 (``math.inf`` allowed).
         generator: seeded, so a run is reproducible (a CPU generator, whatever the inputs' device).

@@ -30,8 +30,8 @@ def trajectory_returns(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Te
 def _groups(group_ids: torch.Tensor, scope: Scope) -> tuple[torch.Tensor, int]:
     if scope == "global":
         return torch.zeros_like(group_ids), 1
-    uniq, inv = torch.unique(group_ids, return_inverse=True)
-    return inv, len(uniq)
+    uniq, group_index = torch.unique(group_ids, return_inverse=True)
+    return group_index, len(uniq)
 
 
 def group_margins(returns: torch.Tensor, correct: torch.Tensor, group_ids: torch.Tensor,
@@ -42,24 +42,24 @@ def group_margins(returns: torch.Tensor, correct: torch.Tensor, group_ids: torch
         minmax: m = min_{S+} G - max_{S-} G
     Returns (inverse [B] group index of each rollout, margin [K], mixed [K] bool).
     """
-    inv, k = _groups(group_ids, scope)
+    group_index, k = _groups(group_ids, scope)
     pos, neg = correct == 1, correct == 0
     zeros = torch.zeros(k, dtype=returns.dtype, device=returns.device)
-    n_pos = zeros.scatter_add(0, inv, pos.to(returns.dtype))
-    n_neg = zeros.scatter_add(0, inv, neg.to(returns.dtype))
+    n_pos = zeros.scatter_add(0, group_index, pos.to(returns.dtype))
+    n_neg = zeros.scatter_add(0, group_index, neg.to(returns.dtype))
     mixed = (n_pos > 0) & (n_neg > 0)
     if mode == "mean":
-        s_pos = zeros.scatter_add(0, inv, torch.where(pos, returns, 0.0))
-        s_neg = zeros.scatter_add(0, inv, torch.where(neg, returns, 0.0))
+        s_pos = zeros.scatter_add(0, group_index, torch.where(pos, returns, 0.0))
+        s_neg = zeros.scatter_add(0, group_index, torch.where(neg, returns, 0.0))
         margin = s_pos / n_pos.clamp(min=1) - s_neg / n_neg.clamp(min=1)
     elif mode == "minmax":
         inf = torch.full((k,), float("inf"), dtype=returns.dtype, device=returns.device)
-        min_pos = inf.scatter_reduce(0, inv, torch.where(pos, returns, float("inf")), "amin")
-        max_neg = (-inf).scatter_reduce(0, inv, torch.where(neg, returns, float("-inf")), "amax")
+        min_pos = inf.scatter_reduce(0, group_index, torch.where(pos, returns, float("inf")), "amin")
+        max_neg = (-inf).scatter_reduce(0, group_index, torch.where(neg, returns, float("-inf")), "amax")
         margin = torch.where(mixed, min_pos - max_neg, torch.zeros_like(min_pos))
     else:
         raise ValueError(f"unknown margin mode {mode!r}")
-    return inv, torch.where(mixed, margin, torch.zeros_like(margin)), mixed
+    return group_index, torch.where(mixed, margin, torch.zeros_like(margin)), mixed
 
 
 def margin_shift(advantages: torch.Tensor, mask: torch.Tensor, correct: torch.Tensor, group_ids: torch.Tensor,
@@ -78,9 +78,9 @@ def margin_shift(advantages: torch.Tensor, mask: torch.Tensor, correct: torch.Te
     Returns: (new advantages [B, T], per-rollout shift [B], lambda per group [K]).
     """
     returns = trajectory_returns(advantages, mask)
-    inv, margin, mixed = group_margins(returns, correct, group_ids, mode, scope)
+    group_index, margin, mixed = group_margins(returns, correct, group_ids, mode, scope)
     lam = torch.where(mixed & (margin < delta), delta - margin, torch.zeros_like(margin))
-    lam_row = lam[inv]
+    lam_row = lam[group_index]
     pos, neg = (correct == 1).to(advantages.dtype), (correct == 0).to(advantages.dtype)
     if direction == "both":
         shift = lam_row * (0.5 * pos - 0.5 * neg)
@@ -118,10 +118,10 @@ def greedy_margin_mask(returns: torch.Tensor, correct: torch.Tensor, group_ids: 
     raises it, or a class would fall below max(1, int(n_class * min_retain)).
     """
     keep = torch.ones(returns.shape[0], device=returns.device)
-    inv, k = _groups(group_ids, scope)
+    group_index, k = _groups(group_ids, scope)
     g_list, correct = returns.tolist(), correct.tolist()
     for g in range(k):
-        rows = (inv == g).nonzero().flatten().tolist()
+        rows = (group_index == g).nonzero().flatten().tolist()
         pos = sorted((r for r in rows if correct[r] == 1), key=lambda r: g_list[r])
         neg = sorted((r for r in rows if correct[r] == 0), key=lambda r: g_list[r])
         if not pos or not neg:
@@ -153,7 +153,7 @@ def order_consistency(returns: torch.Tensor, correct: torch.Tensor, group_ids: t
 
     inversion_rate      fraction of (correct, incorrect) pairs of the same group with G+ < G-
     violating_groups    fraction of mixed groups with at least one inverted pair
-    mean_g_correct / mean_g_incorrect over all eligible rollouts
+    mean_g_correct / mean_g_incorrect over all rollouts with a known outcome
     margin_mean / margin_minmax averaged over mixed groups; mixed_groups their count
     """
     pos, neg = correct == 1, correct == 0
@@ -161,10 +161,10 @@ def order_consistency(returns: torch.Tensor, correct: torch.Tensor, group_ids: t
     pairs = same & pos[:, None] & neg[None, :]
     inverted = pairs & (returns[:, None] < returns[None, :])
     n_pairs = pairs.sum().item()
-    inv, m_mean, mixed = group_margins(returns, correct, group_ids, "mean")
+    group_index, m_mean, mixed = group_margins(returns, correct, group_ids, "mean")
     _, m_minmax, _ = group_margins(returns, correct, group_ids, "minmax")
     n_mixed = mixed.sum().item()
-    viol = torch.zeros(len(mixed), dtype=torch.bool, device=mixed.device).index_put_((inv,), inverted.any(1), accumulate=True)
+    viol = torch.zeros(len(mixed), dtype=torch.bool, device=mixed.device).index_put_((group_index,), inverted.any(1), accumulate=True)
     return {
         "inversion_rate": inverted.sum().item() / n_pairs if n_pairs else 0.0,
         "violating_groups": (viol & mixed).sum().item() / n_mixed if n_mixed else 0.0,

@@ -19,8 +19,8 @@ def opd_advantages(teacher_logprobs: torch.Tensor, old_logprobs: torch.Tensor,
     Returns:
         [B, T] advantages, 0 where the mask is 0 (so -inf/NaN at padding never leaks).
     """
-    adv = teacher_logprobs - old_logprobs
-    return torch.where(response_mask.bool(), adv, torch.zeros_like(adv))
+    advantages = teacher_logprobs - old_logprobs
+    return torch.where(response_mask.bool(), advantages, torch.zeros_like(advantages))
 
 
 def logratio_mask(student_logprobs: torch.Tensor, teacher_logprobs: torch.Tensor,

@@ -36,8 +36,8 @@ def group_normalised_outcome(correct: torch.Tensor, group_ids: torch.Tensor, eps
 
 def grpo_advantages(correct: torch.Tensor, group_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
     """[B, T] the group-normalised outcome on every counted token (0 elsewhere)."""
-    adv = group_normalised_outcome(correct, group_ids).to(response_mask.dtype)
-    return adv[:, None] * response_mask
+    advantages = group_normalised_outcome(correct, group_ids).to(response_mask.dtype)
+    return advantages[:, None] * response_mask
 
 
 def add_outcome(advantages: torch.Tensor, correct: torch.Tensor, group_ids: torch.Tensor,
