@@ -12,7 +12,8 @@ The paper's same-size expert-teacher setting in miniature, with the one real LLM
 6. greedy held-out accuracy of both before and after, with the run's reverse KL and accuracy curves.
 
 Finished stages are cached under --out (delete a stage's folder to redo it); --quick shrinks every stage to a
-few steps and records (the pipeline, not the numbers). Writes report.md / report.json / curves.png.
+few steps and records (the pipeline, not the numbers). Writes report.md / report.json / curves.png in the run's
+folder (OUT/opd, or OUT/opd-<loss> with --loss reverse_kl / forward_kl).
 """
 
 from __future__ import annotations
@@ -92,6 +93,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--n-train", type=int, default=2000)
     ap.add_argument("--n-test", type=int, default=100)
     ap.add_argument("--preset", default="opd", choices=["opd", "uniopd_text", "uniopd_mm"])
+    ap.add_argument("--loss", default="pg", choices=["pg", "reverse_kl", "forward_kl"],
+                    help="pg: the sampled-token OPD reward (the paper's); reverse_kl / forward_kl: the whole next-token "
+                         "distribution at each sampled position (GKD-style); the run and its report go to OUT/opd or "
+                         "OUT/opd-<loss>")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="a few steps and records: checks the pipeline only")
     args = ap.parse_args(argv)
@@ -146,22 +151,22 @@ def main(argv=None) -> dict:
     timings["eval_before"] = time.time() - t0
 
     # 5. on-policy distillation of the teacher into the original model
-    run = out / "opd"
+    run = out / ("opd" if args.loss == "pg" else f"opd-{args.loss}")
     t0 = time.time()
     if not (run / "checkpoints").exists() or not list((run / "checkpoints").glob("step_*")):
-        log(f"distillation: {args.steps} steps, preset {args.preset}")
+        log(f"distillation: {args.steps} steps, preset {args.preset}, loss {args.loss}")
         Trainer(load_config(None, [], base={
             **common, "name": "opd", "output_dir": str(run),
             "student": {"path": str(args.model), "family": "text"},
             "teacher": {"path": str(teacher / "final"), "family": "text"},
             "rollout": {"n": 4, "max_new_tokens": max_new, "temperature": 1.0, "reuse_logprobs": True},
-            "algo": {"preset": args.preset},
+            "algo": {"preset": args.preset, "loss": args.loss},
             "train": {"steps": args.steps, "prompts_per_step": 4, "micro_batch_size": 16, "lr": 2e-5,
                       "warmup_steps": 2, "eval_every": max(1, args.steps // 2), "eval_samples": min(50, args.n_test),
                       "save_every": 10, "keep_last": 1}})).train()
     timings["distill"] = time.time() - t0
     ckpt = sorted((run / "checkpoints").glob("step_*"))[-1] / "hf"
-    acc["student_after"] = greedy_accuracy(ckpt, data / "test.jsonl", max_new, out / "eval_student_after")
+    acc["student_after"] = greedy_accuracy(ckpt, data / "test.jsonl", max_new, run / "eval_after")
 
     rows = read_metrics(run / "metrics.jsonl")
     steps = [r for r in rows if r.get("opd/reverse_kl") is not None]
@@ -171,7 +176,7 @@ def main(argv=None) -> dict:
     report = {
         "date": time.strftime("%Y-%m-%d"), "model": "SmolLM2-135M-Instruct (converted GGUF, float32)",
         "task": f"(a + b) * c, {args.n_train} train / {args.n_test} held-out questions, disjoint",
-        "teacher_sft_steps": args.teacher_steps, "distill_steps": args.steps, "preset": args.preset,
+        "teacher_sft_steps": args.teacher_steps, "distill_steps": args.steps, "preset": args.preset, "loss": args.loss,
         "accuracy": {k_: v["accuracy"] for k_, v in acc.items()},
         "reverse_kl_first": sum(rkl[:k]) / k if rkl else None, "reverse_kl_last": sum(rkl[-k:]) / k if rkl else None,
         "sampled_accuracy_first": sum(r["reward/accuracy"] for r in steps[:k]) / k if steps else None,
@@ -196,23 +201,23 @@ def main(argv=None) -> dict:
         a2.set(xlabel="step", ylabel="accuracy", ylim=(0, 1))
         a2.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / "curves.png", dpi=110)
+        fig.savefig(run / "curves.png", dpi=110)
     except ImportError:
         pass
     a = report["accuracy"]
     lines = [f"# Real-weights lane, {report['date']}", "",
              f"{report['model']}; task {report['task']}; teacher SFT {args.teacher_steps} steps; "
-             f"distillation {args.steps} steps ({args.preset}); greedy held-out accuracy:", "",
+             f"distillation {args.steps} steps ({args.preset}, loss {args.loss}); greedy held-out accuracy:", "",
              "| model | accuracy |", "|---|---|",
              f"| teacher (SFT) | {a['teacher']:.3f} |", f"| student before | {a['student_before']:.3f} |",
              f"| student after | {a['student_after']:.3f} |", "",
              f"reverse KL {report['reverse_kl_first']:.3f} -> {report['reverse_kl_last']:.3f} (first / last {k} steps); "
              f"sampled accuracy {report['sampled_accuracy_first']:.2f} -> {report['sampled_accuracy_last']:.2f}; "
-             f"median step {report['step_seconds_median']:.1f} s; whole lane {report['total_seconds'] / 60:.1f} min "
+             f"median step {report['step_seconds_median']:.1f} s; this invocation {report['total_seconds'] / 60:.1f} min, cached stages 0 s "
              f"({', '.join(f'{k_} {v:.0f} s' for k_, v in report['seconds'].items())})"]
     from uniopd_mm.metrics import write_report
 
-    write_report(out, lines, report)
+    write_report(run, lines, report)
     return report
 
 

@@ -42,4 +42,4 @@ def test_lane_quick(tmp_path):
 
     report = main(["--out", str(tmp_path / "lane"), "--model", str(tmp_path / "smollm2"), "--quick"])
     assert set(report["accuracy"]) == {"teacher", "student_before", "student_after"}
-    assert (tmp_path / "lane" / "report.md").exists() and report["reverse_kl_first"] is not None
+    assert (tmp_path / "lane" / "opd" / "report.md").exists() and report["reverse_kl_first"] is not None
