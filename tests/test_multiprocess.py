@@ -104,9 +104,11 @@ def one_process(tiny_dir, synth_dir, tiny_processor_options):
 def test_two_processes_update_like_one(tiny_dir, synth_dir, tiny_processor_options, one_process, tmp_path, stage):
     ref, ref_params = one_process
     assert ref["train/skipped"] == 0.0 and ref["train/grad_norm"] > 0
-    out = tmp_path / "two.pt"
-    mp.spawn(_worker, args=(2, _free_port(), str(out), str(tiny_dir), str(synth_dir), tiny_processor_options, stage),
+    out, port = tmp_path / "two.pt", _free_port()
+    mp.spawn(_worker, args=(2, port, str(out), str(tiny_dir), str(synth_dir), tiny_processor_options, stage),
              nprocs=2, join=True)
+    # DeepSpeed's CPU all-reduce buffers (~66 MB of RAM per rank in /dev/shm) are gone with their processes
+    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
     two = torch.load(out, weights_only=False)
     got = two["metrics"]
     assert two["chunks"] == [[0, 1], [2]]
