@@ -165,23 +165,29 @@ def run_trl(name, trainer_cls, cfg, rows, tok, tokens, args) -> dict:
     return {"times": clock.times[args.warmup:], "tokens": tokens[args.warmup:], "stages": {}, "warmup_s": 0.0}
 
 
+def counting(trainer_cls, tokens: list, count):
+    """``trainer_cls`` that appends ``count(inputs)`` (the response tokens it trains on) to ``tokens`` each step."""
+
+    class Counting(trainer_cls):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            tokens.append(float(count(inputs)))
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    return Counting
+
+
 def bench_distillation(args, prompts, out: Path) -> dict:
     from transformers import AutoTokenizer
     from trl import DistillationConfig, DistillationTrainer
 
     tokens: list[float] = []
-
-    class CountingDistillation(DistillationTrainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            tokens.append(float(inputs["completion_mask"].sum().item()))
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-
     tok = AutoTokenizer.from_pretrained(args.student)
     # one completion per prompt: each prompt repeated n times gives the same sequences per step as ours
     rows = [{"prompt": [{"role": "user", "content": p}]} for p in prompts for _ in range(args.n)]
     cfg = DistillationConfig(**trl_common(args, out, "distillation"), per_device_train_batch_size=args.prompts * args.n,
                              beta=1.0, temperature=1.0, top_k=0, top_p=1.0, max_completion_length=args.max_new_tokens)
-    return run_trl("trl Distillation", CountingDistillation, cfg, rows, tok, tokens, args)
+    trainer_cls = counting(DistillationTrainer, tokens, lambda inputs: inputs["completion_mask"].sum().item())
+    return run_trl("trl Distillation", trainer_cls, cfg, rows, tok, tokens, args)
 
 
 def bench_gkd(args, prompts, out: Path) -> dict:
@@ -189,19 +195,14 @@ def bench_gkd(args, prompts, out: Path) -> dict:
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
     tokens: list[float] = []
-
-    class CountingGKD(GKDTrainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            tokens.append(float((inputs["labels"] != -100).sum().item()))
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-
     tok = AutoTokenizer.from_pretrained(args.student)
     # one completion per prompt: each prompt repeated n times gives the same sequences per step as ours
     rows = [{"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": "0"}]}
             for p in prompts for _ in range(args.n)]
     cfg = GKDConfig(**trl_common(args, out, "gkd"), per_device_train_batch_size=args.prompts * args.n, lmbda=1.0,
                     beta=1.0, temperature=1.0, max_new_tokens=args.max_new_tokens, max_length=1024)
-    return run_trl("trl GKD", CountingGKD, cfg, rows, tok, tokens, args)
+    trainer_cls = counting(GKDTrainer, tokens, lambda inputs: (inputs["labels"] != -100).sum().item())
+    return run_trl("trl GKD", trainer_cls, cfg, rows, tok, tokens, args)
 
 
 def bench_minillm(args, prompts, out: Path) -> dict:
@@ -209,18 +210,13 @@ def bench_minillm(args, prompts, out: Path) -> dict:
     from trl.experimental.minillm import MiniLLMConfig, MiniLLMTrainer
 
     tokens: list[float] = []
-
-    class CountingMiniLLM(MiniLLMTrainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            tokens.append(float(inputs["completion_mask"].sum().item()))
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-
     tok = AutoTokenizer.from_pretrained(args.student)
     rows = [{"prompt": [{"role": "user", "content": p}]} for p in prompts]
     cfg = MiniLLMConfig(**trl_common(args, out, "minillm"), per_device_train_batch_size=args.prompts * args.n,
                         num_generations=args.n, max_completion_length=args.max_new_tokens, temperature=1.0,
                         top_k=0, top_p=1.0)
-    return run_trl("trl MiniLLM", CountingMiniLLM, cfg, rows, tok, tokens, args)
+    trainer_cls = counting(MiniLLMTrainer, tokens, lambda inputs: inputs["completion_mask"].sum().item())
+    return run_trl("trl MiniLLM", trainer_cls, cfg, rows, tok, tokens, args)
 
 
 def main(argv=None) -> dict:
