@@ -281,16 +281,14 @@ class Trainer:
         """Stage 5 on every rank's rollouts (gathered by the engine; algo/advantages.py), this rank's rows back.
         Returns (advantages, loss mask, metrics)."""
         width = loss_mask.shape[1]
-        ids = teacher_ids if teacher_ids is not None else torch.zeros(len(correct), dtype=torch.long)
-        dropped = ratio_dropped if ratio_dropped is not None else torch.zeros_like(loss_mask)
+        if self.cfg.algo.margin.reach != "response":
+            ratio_dropped = None  # only the shift's reach over dropped tokens reads it
         (teacher_all, old_all, mask, correct_all, groups, ids, dropped), rows = gather_rows(
-            self.engine, [teacher_logprobs, old_logprobs, loss_mask, correct, group_ids, ids, dropped])
+            self.engine, [teacher_logprobs, old_logprobs, loss_mask, correct, group_ids, teacher_ids, ratio_dropped])
         advantages, mask, metrics = compute_advantages(
             teacher_all, old_all, mask, correct_all, groups, self.cfg.algo,
             generator=torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step),
-            teacher_ids=ids if teacher_ids is not None else None,
-            teacher_names=list(self.teachers) if teacher_ids is not None else None,
-            ratio_dropped=dropped if ratio_dropped is not None else None)
+            teacher_ids=ids, teacher_names=list(self.teachers) if ids is not None else None, ratio_dropped=dropped)
         return advantages[rows, :width], mask[rows, :width], metrics
 
     # -- evaluation, checkpoints, the loop ------------------------------------------------------

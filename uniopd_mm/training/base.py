@@ -112,23 +112,26 @@ def micro_batch_rows(rows: list[int]) -> tuple[list[int], bool]:
     return real or [0], bool(real)
 
 
-def gather_rows(engine, tensors: list[torch.Tensor]) -> tuple[list[torch.Tensor], slice]:
-    """Every rank's rows of each tensor, in rank order, and the slice of them that is this rank's.
+def gather_rows(engine, tensors: list[torch.Tensor | None]) -> tuple[list[torch.Tensor | None], slice]:
+    """Every rank's rows of each tensor (None stays None), in rank order, and the slice of them that is this
+    rank's. The first tensor must be given.
 
-    Tensors of two or more dimensions are padded with zeros along dim 1 to the widest rank's width
-    (the responses of each rank are padded to its own longest); cut back with ``x[rows, :width]``.
+    Tensors of two or more dimensions are padded with zeros along dim 1 to the widest rank's width of that
+    tensor (the responses of each rank are padded to its own longest); cut back with ``x[rows, :width]``.
     """
+    n = len(tensors[0])
     if engine.world_size == 1:
-        return list(tensors), slice(0, len(tensors[0]))
-    sizes = [len(x) for x in engine.all_gather(torch.zeros(len(tensors[0])))]
+        return list(tensors), slice(0, n)
+    sizes = [len(x) for x in engine.all_gather(torch.zeros(n))]
     offset = sum(sizes[: engine.rank])
+    widths = engine.all_reduce(torch.tensor([float(x.shape[1]) if x is not None and x.dim() >= 2 else 0.0
+                                             for x in tensors]), op="max").tolist()
     out = []
-    for x in tensors:
-        if x.dim() >= 2:
-            width = int(engine.all_reduce(torch.tensor([float(x.shape[1])]), op="max").item())
-            x = torch.nn.functional.pad(x, (0, 0) * (x.dim() - 2) + (0, width - x.shape[1]))
-        out.append(torch.cat(engine.all_gather(x)))
-    return out, slice(offset, offset + len(tensors[0]))
+    for x, width in zip(tensors, widths):
+        if x is not None and x.dim() >= 2:
+            x = torch.nn.functional.pad(x, (0, 0) * (x.dim() - 2) + (0, int(width) - x.shape[1]))
+        out.append(None if x is None else torch.cat(engine.all_gather(x)))
+    return out, slice(offset, offset + n)
 
 
 class TrainingEngine:
