@@ -2,8 +2,11 @@
 budget of training, and is judged by greedy test accuracy against training time.
 
     python scripts/ablate.py [--out runs/ablate --budget 120 --seeds 0 --rows all]
+    python scripts/ablate.py --held-out --out runs/ablate_heldout --budget 60 --seeds 0,1,2   # held-out data
 
-Setup (cached under --out): synthetic image and video colour questions (the `make run` task),
+Setup (cached under --out): synthetic image and video colour questions (by default the level-0 `make run`
+task, whose test split repeats training questions; ``--held-out`` draws level-1 questions with 2-3 shapes
+and disjoint splits, trains the teachers with their vision towers, and turns the log-ratio mask off),
 a teacher made by SFT on both domains (the tiny qwen2_vl teacher preset), two expert teachers
 (one SFT'd on the image questions only, one on the video questions only) for the multi-teacher
 row, and a weak student (the student preset, fewer SFT steps). Then one run per row and seed:
@@ -72,8 +75,10 @@ def base_cfg(model, out, train_path, test_path, steps, lr, seed=0, **train):
     }
 
 
-def setup(out: Path, tiny: Path, teacher_steps: int, student_steps: int, n_train: int = 1000, n_test: int = 100):
-    """Data, the teacher, the two expert teachers and the weak student (each cached)."""
+def setup(out: Path, tiny: Path, teacher_steps: int, student_steps: int, n_train: int = 1000, n_test: int = 100,
+          level: int = 0, vision_lr_scale: float = 0.0):
+    """Data, the teacher, the two expert teachers and the weak student (each cached). ``level`` >= 1 draws
+    disjoint splits; ``vision_lr_scale`` applies to every SFT that makes a teacher or the student."""
     from uniopd_mm.config import load_config
     from uniopd_mm.sft import run_sft
     from uniopd_mm.synthetic import SyntheticSpec, generate
@@ -82,8 +87,8 @@ def setup(out: Path, tiny: Path, teacher_steps: int, student_steps: int, n_train
     make_tiny_models(tiny, PRESET_GROUPS["minimal"], progress=False)
     data = out / "data"
     if not (data / "test.jsonl").exists():
-        generate(SyntheticSpec(n_train=n_train, n_test=n_test, domains=DOMAINS, levels=(0,), disjoint=False), data,
-                 progress=False)
+        generate(SyntheticSpec(n_train=n_train, n_test=n_test, domains=DOMAINS, levels=(level,), disjoint=level >= 1),
+                 data, progress=False)
     info = {}
     jobs = (("teacher", "qwen2_vl-teacher", "train.jsonl", "test.jsonl", teacher_steps),
             ("teacher_image", "qwen2_vl-teacher", "train_image.jsonl", "test_image.jsonl", teacher_steps),
@@ -95,8 +100,9 @@ def setup(out: Path, tiny: Path, teacher_steps: int, student_steps: int, n_train
             print(f"== setup: {role} ({steps} SFT steps on {train})", flush=True)
             t0 = time.time()
             res = run_sft(load_config(None, [], base=base_cfg(tiny / preset, out / role, data / train, data / test,
-                                                              steps, SFT_LR)))
-            summary.write_text(json.dumps({"accuracy": res["eval/accuracy"], "seconds": time.time() - t0}))
+                                                              steps, SFT_LR, vision_lr_scale=vision_lr_scale)))
+            summary.write_text(json.dumps({"accuracy": res["eval/accuracy"], "seconds": time.time() - t0,
+                                           "per_domain": {k: v for k, v in res.items() if k.count("/") == 2}}))
         info[role] = json.loads(summary.read_text())
     return data, info
 
@@ -132,7 +138,7 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
-def run_row(name, out, data, budget, seed, eval_every, start_acc):
+def run_row(name, out, data, budget, seed, eval_every, start_acc, overrides=()):
     from uniopd_mm import checkpoint as ckpt
     from uniopd_mm.config import load_config
     from uniopd_mm.metrics import read_metrics
@@ -164,7 +170,7 @@ def run_row(name, out, data, budget, seed, eval_every, start_acc):
                            "test_path": str(data / "test.jsonl")}
         else:
             cfg["teacher"] = model_cfg(out / "teacher" / "final")
-        Trainer(load_config(None, ROWS[name], base=cfg)).train()
+        Trainer(load_config(None, ROWS[name] + list(overrides), base=cfg)).train()
     rows = read_metrics(run_dir / "metrics.jsonl")
     train = [r for r in rows if r["step"] > 0]
     # accuracy against training seconds (evaluation excluded; the labelling time of the SFT row included)
@@ -215,7 +221,11 @@ def write_report(results, info, out: Path, args) -> list[str]:
              f"video expert {info['teacher_video']['accuracy']:.2f} on videos); student start "
              f"{info['student']['accuracy']:.2f}. Budget {args.budget:.0f} s of training per row (evaluation not "
              f"counted), seeds {args.seeds}, {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}. "
-             "OPD rows: 16 prompts x 4 samples per step, lr 1e-3; SFT row: 32 prompts per step, lr 1e-3.",
+             "OPD rows: 16 prompts x 4 samples per step, lr 1e-3; SFT row: 32 prompts per step, lr 1e-3. "
+             f"Data: difficulty {args.level}, "
+             + ("test questions and scenes never seen in training" if args.level >= 1 else
+                "the test split repeats training questions")
+             + f"; log-ratio mask: {'off' if args.logratio_threshold == 'null' else args.logratio_threshold or 'the preset default'}.",
              "", "| row | acc start | acc at budget | per seed | best acc | s to 90% of gap | steps | reverse KL (last 5) | "
              "inversion (last 5) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, rs in by_row.items():
@@ -274,22 +284,40 @@ def main(argv=None):
     ap.add_argument("--eval-every", type=int, default=20, help="greedy evaluation every N steps")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--rows", default="all", help=f"comma-separated subset of: {', '.join(ROWS)}")
-    ap.add_argument("--teacher-steps", type=int, default=200, help="SFT steps making each teacher")
-    ap.add_argument("--student-steps", type=int, default=100, help="SFT steps making the weak student")
-    ap.add_argument("--n-train", type=int, default=1000)
+    ap.add_argument("--held-out", action="store_true",
+                    help="level-1 questions with disjoint splits (test questions and scenes never seen in training); "
+                         "changes the defaults below to --level 1 --n-train 4000 --teacher-steps 1500 "
+                         "--student-steps 300 --sft-vision-lr-scale 1 --logratio-threshold null")
+    ap.add_argument("--level", type=int, default=None, help="synthetic difficulty (default 0: test repeats training questions)")
+    ap.add_argument("--teacher-steps", type=int, default=None, help="SFT steps making each teacher (default 200)")
+    ap.add_argument("--student-steps", type=int, default=None, help="SFT steps making the weak student (default 100)")
+    ap.add_argument("--n-train", type=int, default=None, help="synthetic training records (default 1000)")
     ap.add_argument("--n-test", type=int, default=100)
+    ap.add_argument("--sft-vision-lr-scale", type=float, default=None,
+                    help="vision tower learning-rate scale of the SFT making the teachers and the student (default 0)")
+    ap.add_argument("--logratio-threshold", default=None,
+                    help="algo.logratio_threshold of every OPD row ('null' turns the mask off; default: the preset's)")
     args = ap.parse_args(argv)
+    defaults = ({"level": 1, "n_train": 4000, "teacher_steps": 1500, "student_steps": 300, "sft_vision_lr_scale": 1.0,
+                 "logratio_threshold": "null"} if args.held_out else
+                {"level": 0, "n_train": 1000, "teacher_steps": 200, "student_steps": 100, "sft_vision_lr_scale": 0.0})
+    for key, value in defaults.items():
+        if getattr(args, key) is None:  # an explicit option wins
+            setattr(args, key, value)
+    overrides = [] if args.logratio_threshold is None else [f"algo.logratio_threshold={args.logratio_threshold}"]
     rows = list(ROWS) if args.rows == "all" else args.rows.split(",")
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         ap.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    data, info = setup(args.out, args.tiny, args.teacher_steps, args.student_steps, args.n_train, args.n_test)
+    data, info = setup(args.out, args.tiny, args.teacher_steps, args.student_steps, args.n_train, args.n_test,
+                       args.level, args.sft_vision_lr_scale)
     results = []
     for seed in (int(s) for s in args.seeds.split(",")):
         for name in rows:
             print(f"== {name} (seed {seed}, {args.budget:.0f} s)", flush=True)
-            results.append(run_row(name, args.out, data, args.budget, seed, args.eval_every, info["student"]["accuracy"]))
+            results.append(run_row(name, args.out, data, args.budget, seed, args.eval_every, info["student"]["accuracy"],
+                                   overrides))
             write_report(results, info, args.out, args)  # partial results survive an interrupted run
     return results
 
