@@ -46,7 +46,7 @@ def sft_cfg(model, out, data, steps, lr, seed=0, vision_lr_scale=0.0):
                       "weight_decay": 0.0, "eval_every": steps, "vision_lr_scale": vision_lr_scale}}
 
 
-def cliff_check(out: Path, tiny: Path, data: Path, steps: int, vision_lr_scale: float) -> dict[str, float]:
+def cliff_check(out: Path, tiny: Path, data: Path, steps: int, vision_lr_scale: float, lr: float = 1e-3) -> dict[str, float]:
     """Greedy test accuracy of students made like the weak one with 20% fewer / more steps and with seed 1."""
     from uniopd_mm.config import load_config
     from uniopd_mm.sft import run_sft
@@ -56,7 +56,7 @@ def cliff_check(out: Path, tiny: Path, data: Path, steps: int, vision_lr_scale: 
                            (f"{steps} steps, seed 1", steps, 1)):
         done = out / "cliff" / label.replace(" ", "_").replace(",", "") / "summary.json"
         if not done.exists():
-            r = run_sft(load_config(None, [], base=sft_cfg(tiny / "qwen2_vl-student", done.parent, data, n, 1e-3, seed,
+            r = run_sft(load_config(None, [], base=sft_cfg(tiny / "qwen2_vl-student", done.parent, data, n, lr, seed,
                                                            vision_lr_scale)))
             done.write_text(json.dumps({"accuracy": r["eval/accuracy"]}))
         res[label] = json.loads(done.read_text())["accuracy"]
@@ -78,6 +78,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--n-test", type=int, default=100, help="synthetic test records")
     ap.add_argument("--sft-vision-lr-scale", type=float, default=0.0,
                     help="vision tower learning-rate scale of the teacher and student SFT")
+    ap.add_argument("--sft-lr", type=float, default=1e-3, help="learning rate of the teacher and student SFT")
+    ap.add_argument("--position-cues", action="store_true",
+                    help="tint each grid cell's background by its row and column (SyntheticSpec.position_cues)")
     ap.add_argument("--cliff-check", action="store_true",
                     help="also report students made with 20%% fewer / more SFT steps and another seed")
     ap.add_argument("--fresh", action="store_true", help="rebuild every stage")
@@ -101,7 +104,7 @@ def main(argv=None) -> dict:
     data = out / "data"
     if not (data / "test.jsonl").exists():
         generate(SyntheticSpec(n_train=args.n_train, n_test=args.n_test, domains=tuple(args.domains.split(",")),
-                               levels=(args.level,), disjoint=args.level >= 1), data)
+                               levels=(args.level,), disjoint=args.level >= 1, position_cues=args.position_cues), data)
     summary = {}
     log("2/5 teacher and weak student by supervised fine-tuning")
     for role, preset, steps in (("teacher", "qwen2_vl-teacher", args.teacher_steps),
@@ -109,7 +112,7 @@ def main(argv=None) -> dict:
         done = out / role / "summary.json"
         if not done.exists():
             t0 = time.time()
-            res = run_sft(load_config(None, [], base=sft_cfg(tiny / preset, out / role, data, steps, 1e-3,
+            res = run_sft(load_config(None, [], base=sft_cfg(tiny / preset, out / role, data, steps, args.sft_lr,
                                                              vision_lr_scale=args.sft_vision_lr_scale)))
             acc = {k: v for k, v in res.items() if k.startswith("eval/")}
             done.write_text(json.dumps({"eval": acc, "seconds": time.time() - t0}))
@@ -117,7 +120,8 @@ def main(argv=None) -> dict:
         log(f"   {role}: greedy test accuracy {summary[role]['eval']['eval/accuracy']:.3f} "
             f"({ {k.split('/')[-1]: round(v, 3) for k, v in summary[role]['eval'].items() if k.count('/') == 2} })")
     if args.cliff_check:
-        summary["student_cliff"] = cliff_check(out, tiny, data, args.student_steps, args.sft_vision_lr_scale)
+        summary["student_cliff"] = cliff_check(out, tiny, data, args.student_steps, args.sft_vision_lr_scale,
+                                               args.sft_lr)
         log(f"   starting accuracy of nearby students: {summary['student_cliff']}")
     log("3/5 evaluation before distillation: see the numbers above (greedy, test split)")
     log("4/5 Uni-OPD with deepspeed scripts/train_mm.py")

@@ -127,3 +127,23 @@ def test_spec_rejects_bad_values():
         SyntheticSpec(domains=("nope",))
     with pytest.raises(ValueError, match="even"):
         SyntheticSpec(video_frames=3)
+
+
+def test_position_cues_tint_each_cell(tmp_path):
+    """With ``position_cues`` every empty cell of a 3x3 scene has its own pale background (hand-computed: red
+    falls by 30 per column, green by 30 per row), shapes keep their colours, and the answers do not change."""
+    spec = SyntheticSpec(n_train=6, n_test=2, domains=("shapes-color",), levels=(1,), position_cues=True)
+    generate(spec, tmp_path, progress=False)
+    rec = json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])
+    img = np.asarray(Image.open(tmp_path / rec["messages"][0]["content"][0]["image"]).convert("RGB"))
+    occupied = {(o["row"], o["col"]): o["color"] for o in rec["meta"]["scene"]["objects"]}
+    for row in (1, 2, 3):
+        for col in (1, 2, 3):
+            corner = tuple(int(v) for v in img[(row - 1) * 28 + 1, (col - 1) * 28 + 1])  # padding: never a shape
+            assert corner == (255 - 30 * (col - 1), 255 - 30 * (row - 1), 255)
+            centre = tuple(int(v) for v in img[(row - 1) * 28 + 14, (col - 1) * 28 + 14])
+            if (row, col) in occupied:
+                assert centre == COLORS[occupied[(row, col)]]
+    plain = SyntheticSpec(n_train=6, n_test=2, domains=("shapes-color",), levels=(1,))
+    generate(plain, tmp_path / "plain", progress=False)
+    assert (tmp_path / "plain" / "train.jsonl").read_text() == (tmp_path / "train.jsonl").read_text()

@@ -52,6 +52,9 @@ class SyntheticSpec:
     video_frames: int = 4
     video_fps: float = 2.0
     disjoint: bool = True  # test records never repeat a train question+scene
+    # tint each grid cell's background by its row and column, so a small vision tower without absolute
+    # position embeddings can see where a shape is (Qwen-VL vision towers encode position only relatively)
+    position_cues: bool = False
 
     def __post_init__(self):
         bad = [d for d in self.domains if d not in ALL_DOMAINS]
@@ -119,11 +122,23 @@ def _draw_obj(draw: ImageDraw.ImageDraw, shape: str, color: str, x0: float, y0: 
         draw.polygon([(box[0], box[3]), (box[2], box[3]), ((box[0] + box[2]) / 2, box[1])], fill=rgb)
 
 
-def render_scene(scene: Scene, cell: int, positions: dict[int, tuple[float, float]] | None = None) -> Image.Image:
+def cell_background(row: int, col: int, grid: int) -> tuple[int, int, int]:
+    """The pale tint of cell (row, col) under ``position_cues``: red falls with the column, green with the row."""
+    step = 60 // max(1, grid - 1)
+    return (255 - step * (col - 1), 255 - step * (row - 1), 255)
+
+
+def render_scene(scene: Scene, cell: int, positions: dict[int, tuple[float, float]] | None = None,
+                 position_cues: bool = False) -> Image.Image:
     """Draws the scene; ``positions`` optionally overrides object i's (row, col) with fractional cells."""
     size = scene.grid * cell
     img = Image.new("RGB", (size, size), BACKGROUND)
     draw = ImageDraw.Draw(img)
+    if position_cues:
+        for r in range(1, scene.grid + 1):
+            for c in range(1, scene.grid + 1):
+                draw.rectangle(((c - 1) * cell, (r - 1) * cell, c * cell - 1, r * cell - 1),
+                               fill=cell_background(r, c, scene.grid))
     for i, o in enumerate(scene.objects):
         row, col = positions.get(i, (o.row, o.col)) if positions else (o.row, o.col)
         _draw_obj(draw, o.shape, o.color, (col - 1) * cell, (row - 1) * cell, cell)
@@ -194,7 +209,7 @@ def _make_motion(rng: np.random.Generator, level: int, spec: SyntheticSpec):
             f = t / (spec.video_frames - 1)
             pos = (start[0] + f * (end[0] - start[0]), start[1] + f * (end[1] - start[1]))
             positions.append(pos)
-            frames.append(render_scene(scene, spec.cell, {0: pos}))
+            frames.append(render_scene(scene, spec.cell, {0: pos}, spec.position_cues))
         return scene, start, end, frames, positions
 
 
@@ -263,7 +278,7 @@ def make_record(rng: np.random.Generator, domain: str, level: int, idx: str, out
         q, sol, ans = _image_question(rng, domain, scene)
         rel = f"images/{idx}.png"
         if out_dir is not None:
-            render_scene(scene, spec.cell).save(out_dir / rel, optimize=False)
+            render_scene(scene, spec.cell, position_cues=spec.position_cues).save(out_dir / rel, optimize=False)
         rec["messages"] = [{"role": "user", "content": [{"type": "image", "image": rel}, {"type": "text", "text": q}]}]
         rec["text_view"] = scene.describe()
         rec["meta"]["scene"] = {"grid": scene.grid, "objects": [o.__dict__ for o in scene.objects]}
