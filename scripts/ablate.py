@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -193,6 +194,30 @@ def run_row(name, out, data, budget, seed, eval_every, start_acc, overrides=()):
     }
 
 
+# two-sided 95% quantiles of Student's t by degrees of freedom (larger ones fall back to the nearest below)
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 19: 2.093, 29: 2.045}
+
+
+def interval(xs: list[float]) -> tuple[float, float]:
+    """(mean, half-width of the 95% t-interval; 0 with one value)."""
+    n = len(xs)
+    m = sum(xs) / n
+    if n < 2:
+        return m, 0.0
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1))
+    t = T975.get(n - 1) or T975[max(k for k in T975 if k <= n - 1)]
+    return m, t * sd / math.sqrt(n)
+
+
+def cell(xs, spec: str = ".3f") -> str:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "-"
+    m, h = interval(xs)
+    return format(m, spec) + (f" ± {format(h, spec)}" if len(xs) > 1 else "")
+
+
 def mean(xs):
     xs = [x for x in xs if x is not None]
     return sum(xs) / len(xs) if xs else None
@@ -226,6 +251,7 @@ def write_report(results, info, out: Path, args) -> list[str]:
              + ("test questions and scenes never seen in training" if args.level >= 1 else
                 "the test split repeats training questions")
              + f"; log-ratio mask: {'off' if args.logratio_threshold == 'null' else args.logratio_threshold or 'the preset default'}.",
+             "Acc at budget: mean over seeds with its 95% t-interval.",
              "", "| row | acc start | acc at budget | per seed | best acc | s to 90% of gap | steps | reverse KL (last 5) | "
              "inversion (last 5) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, rs in by_row.items():
@@ -234,7 +260,7 @@ def write_report(results, info, out: Path, args) -> list[str]:
         t90 = f"{mean(reached):.0f}" + ("" if len(reached) == len(rs) else f" ({len(reached)}/{len(rs)} seeds)") \
             if reached else "not reached"
         per_seed = " / ".join(fmt(r["acc_end"], ".2f") for r in sorted(rs, key=lambda r: r["seed"]))
-        lines.append(f"| {name} | {fmt(mean([r['acc_start'] for r in rs]))} | {fmt(mean([r['acc_end'] for r in rs]))} | "
+        lines.append(f"| {name} | {fmt(mean([r['acc_start'] for r in rs]))} | {cell([r['acc_end'] for r in rs])} | "
                      f"{per_seed} | {fmt(mean([r['acc_best'] for r in rs]))} | {t90} | {fmt(mean([r['steps'] for r in rs]), '.0f')} | "
                      f"{fmt(mean([r['reverse_kl_end'] for r in rs]))} | {fmt(mean([r['inversion_end'] for r in rs]))} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import sys
@@ -50,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from ablate import base_cfg, finish_report, model_cfg, slug, teacher_labels  # noqa: E402  (shared helpers)
+from ablate import base_cfg, cell, finish_report, interval, model_cfg, slug, teacher_labels  # noqa: E402  (shared helpers)
 
 BLIND, SHOWN_AS = "blue", "green"  # the teacher learns "green" wherever the truth is "blue"
 TEACHER, SEQKD, OFFLINE = "teacher", "sft on teacher answers", "+offline balance"
@@ -73,8 +72,6 @@ ROWS = {
     "opd + outcome reward": OPD + ["algo.advantage=opd+outcome"],
 }
 OPD_LR = SFT_LR = 1e-3
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 19: 2.093, 29: 2.045}
 
 
 def blind_copy(rec: dict) -> dict:
@@ -201,25 +198,6 @@ def run_row(name: str, out: Path, data: Path, info: dict, seed: int, args) -> di
               "mixed_groups": sum(mixed) / len(mixed) if mixed else None, "curve": curve}
     done.write_text(json.dumps(result))
     return result
-
-
-def interval(xs: list[float]) -> tuple[float, float]:
-    """(mean, half-width of the 95% t-interval; 0 with one value)."""
-    n = len(xs)
-    m = sum(xs) / n
-    if n < 2:
-        return m, 0.0
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1))
-    t = T975.get(n - 1) or T975[max(k for k in T975 if k <= n - 1)]
-    return m, t * sd / math.sqrt(n)
-
-
-def cell(xs, spec: str = ".3f") -> str:
-    xs = [x for x in xs if x is not None]
-    if not xs:
-        return "-"
-    m, h = interval(xs)
-    return format(m, spec) + (f" ± {format(h, spec)}" if len(xs) > 1 else "")
 
 
 def write_report(results: list[dict], info: dict, out: Path, args) -> list[str]:

@@ -53,3 +53,11 @@ def test_ablate_held_out_settings(tiny_dir, tmp_path):
     cfg = json.loads((out / "runs" / "opd-s0" / "config.json").read_text())
     assert cfg["algo"]["logratio_threshold"] is None
     assert "log-ratio mask: off" in (out / "results.md").read_text()
+
+
+def test_interval_hand_computed():
+    """95% t-interval of [0.5, 0.7, 0.9]: mean 0.7, sd 0.2, t(2 df) = 4.303, half-width 4.303 * 0.2 / sqrt(3)."""
+    m, h = ablate.interval([0.5, 0.7, 0.9])
+    assert abs(m - 0.7) < 1e-12 and abs(h - 0.496868) < 1e-6
+    assert ablate.interval([0.4]) == (0.4, 0.0)
+    assert ablate.cell([0.5, 0.7, 0.9]) == "0.700 ± 0.497" and ablate.cell([None]) == "-"
