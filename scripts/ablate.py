@@ -77,9 +77,9 @@ def base_cfg(model, out, train_path, test_path, steps, lr, seed=0, **train):
 
 
 def setup(out: Path, tiny: Path, teacher_steps: int, student_steps: int, n_train: int = 1000, n_test: int = 100,
-          level: int = 0, vision_lr_scale: float = 0.0):
-    """Data, the teacher, the two expert teachers and the weak student (each cached). ``level`` >= 1 draws
-    disjoint splits; ``vision_lr_scale`` applies to every SFT that makes a teacher or the student."""
+          level: int = 0, vision_lr_scale: float = 0.0, domains: tuple[str, ...] = DOMAINS, experts: bool = True):
+    """Data, the teacher, the two expert teachers (when ``experts``) and the weak student (each cached).
+    ``level`` >= 1 draws disjoint splits; ``vision_lr_scale`` applies to every SFT that makes a model."""
     from uniopd_mm.config import load_config
     from uniopd_mm.sft import run_sft
     from uniopd_mm.synthetic import SyntheticSpec, generate
@@ -88,12 +88,13 @@ def setup(out: Path, tiny: Path, teacher_steps: int, student_steps: int, n_train
     make_tiny_models(tiny, PRESET_GROUPS["minimal"], progress=False)
     data = out / "data"
     if not (data / "test.jsonl").exists():
-        generate(SyntheticSpec(n_train=n_train, n_test=n_test, domains=DOMAINS, levels=(level,), disjoint=level >= 1),
+        generate(SyntheticSpec(n_train=n_train, n_test=n_test, domains=domains, levels=(level,), disjoint=level >= 1),
                  data, progress=False)
     info = {}
     jobs = (("teacher", "qwen2_vl-teacher", "train.jsonl", "test.jsonl", teacher_steps),
-            ("teacher_image", "qwen2_vl-teacher", "train_image.jsonl", "test_image.jsonl", teacher_steps),
-            ("teacher_video", "qwen2_vl-teacher", "train_video.jsonl", "test_video.jsonl", teacher_steps),
+            *((("teacher_image", "qwen2_vl-teacher", "train_image.jsonl", "test_image.jsonl", teacher_steps),
+               ("teacher_video", "qwen2_vl-teacher", "train_video.jsonl", "test_video.jsonl", teacher_steps))
+              if experts else ()),
             ("student", "qwen2_vl-student", "train.jsonl", "test.jsonl", student_steps))
     for role, preset, train, test, steps in jobs:
         summary = out / role / "summary.json"
@@ -242,8 +243,9 @@ def write_report(results, info, out: Path, args) -> list[str]:
     for r in results:
         by_row.setdefault(r["row"], []).append(r)
     teacher = info["teacher"]["accuracy"]
-    lines = [f"Teacher (SFT) accuracy {teacher:.2f} (image expert {info['teacher_image']['accuracy']:.2f} on images, "
-             f"video expert {info['teacher_video']['accuracy']:.2f} on videos); student start "
+    experts = (f" (image expert {info['teacher_image']['accuracy']:.2f} on images, video expert "
+               f"{info['teacher_video']['accuracy']:.2f} on videos)") if "teacher_image" in info else ""
+    lines = [f"Teacher (SFT) accuracy {teacher:.2f}{experts}; student start "
              f"{info['student']['accuracy']:.2f}. Budget {args.budget:.0f} s of training per row (evaluation not "
              f"counted), seeds {args.seeds}, {os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}. "
              "OPD rows: 16 prompts x 4 samples per step, lr 1e-3; SFT row: 32 prompts per step, lr 1e-3. "
@@ -312,8 +314,11 @@ def main(argv=None):
     ap.add_argument("--rows", default="all", help=f"comma-separated subset of: {', '.join(ROWS)}")
     ap.add_argument("--held-out", action="store_true",
                     help="level-1 questions with disjoint splits (test questions and scenes never seen in training); "
-                         "changes the defaults below to --level 1 --n-train 4000 --teacher-steps 1500 "
-                         "--student-steps 300 --sft-vision-lr-scale 1 --logratio-threshold null")
+                         "changes the defaults below to --domains shapes-color --level 1 --n-train 4000 "
+                         "--teacher-steps 3000 --student-steps 300 --sft-vision-lr-scale 1 --logratio-threshold null")
+    ap.add_argument("--domains", default=None,
+                    help="synthetic domains (default shapes-color,video-color; --held-out: shapes-color, whose "
+                         "teacher reaches ~1 within the setup's SFT steps; the multi-teacher row needs both)")
     ap.add_argument("--level", type=int, default=None, help="synthetic difficulty (default 0: test repeats training questions)")
     ap.add_argument("--teacher-steps", type=int, default=None, help="SFT steps making each teacher (default 200)")
     ap.add_argument("--student-steps", type=int, default=None, help="SFT steps making the weak student (default 100)")
@@ -324,20 +329,25 @@ def main(argv=None):
     ap.add_argument("--logratio-threshold", default=None,
                     help="algo.logratio_threshold of every OPD row ('null' turns the mask off; default: the preset's)")
     args = ap.parse_args(argv)
-    defaults = ({"level": 1, "n_train": 4000, "teacher_steps": 1500, "student_steps": 300, "sft_vision_lr_scale": 1.0,
-                 "logratio_threshold": "null"} if args.held_out else
-                {"level": 0, "n_train": 1000, "teacher_steps": 200, "student_steps": 100, "sft_vision_lr_scale": 0.0})
+    defaults = ({"level": 1, "n_train": 4000, "teacher_steps": 3000, "student_steps": 300, "sft_vision_lr_scale": 1.0,
+                 "logratio_threshold": "null", "domains": "shapes-color"} if args.held_out else
+                {"level": 0, "n_train": 1000, "teacher_steps": 200, "student_steps": 100, "sft_vision_lr_scale": 0.0,
+                 "domains": ",".join(DOMAINS)})
     for key, value in defaults.items():
         if getattr(args, key) is None:  # an explicit option wins
             setattr(args, key, value)
     overrides = [] if args.logratio_threshold is None else [f"algo.logratio_threshold={args.logratio_threshold}"]
-    rows = list(ROWS) if args.rows == "all" else args.rows.split(",")
+    domains = tuple(args.domains.split(","))
+    both = set(DOMAINS) <= set(domains)
+    rows = [r for r in ROWS if r != MULTI or both] if args.rows == "all" else args.rows.split(",")
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         ap.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
+    if MULTI in rows and not both:
+        ap.error(f"the row {MULTI!r} routes image and video prompts to two experts: --domains needs {','.join(DOMAINS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     data, info = setup(args.out, args.tiny, args.teacher_steps, args.student_steps, args.n_train, args.n_test,
-                       args.level, args.sft_vision_lr_scale)
+                       args.level, args.sft_vision_lr_scale, domains, experts=MULTI in rows)
     results = []
     for seed in (int(s) for s in args.seeds.split(",")):
         for name in rows:
