@@ -328,6 +328,8 @@ def main(argv=None):
                     help="vision tower learning-rate scale of the SFT making the teachers and the student (default 0)")
     ap.add_argument("--logratio-threshold", default=None,
                     help="algo.logratio_threshold of every OPD row ('null' turns the mask off; default: the preset's)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a dotted config override for every OPD row (repeatable), e.g. --set train.lr=1e-4")
     args = ap.parse_args(argv)
     defaults = ({"level": 1, "n_train": 4000, "teacher_steps": 3000, "student_steps": 300, "sft_vision_lr_scale": 1.0,
                  "logratio_threshold": "null", "domains": "shapes-color"} if args.held_out else
@@ -336,7 +338,7 @@ def main(argv=None):
     for key, value in defaults.items():
         if getattr(args, key) is None:  # an explicit option wins
             setattr(args, key, value)
-    overrides = [] if args.logratio_threshold is None else [f"algo.logratio_threshold={args.logratio_threshold}"]
+    overrides = ([] if args.logratio_threshold is None else [f"algo.logratio_threshold={args.logratio_threshold}"]) + args.set
     domains = tuple(args.domains.split(","))
     both = set(DOMAINS) <= set(domains)
     rows = [r for r in ROWS if r != MULTI or both] if args.rows == "all" else args.rows.split(",")

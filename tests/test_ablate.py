@@ -44,14 +44,15 @@ def test_ablate_held_out_settings(tiny_dir, tmp_path):
     runs with the log-ratio mask off (the setting the held-out teachers need, docs/results.md)."""
     out = tmp_path / "ablate"
     ablate.main(["--out", str(out), "--tiny", str(tiny_dir), "--budget", "0.5", "--eval-every", "50", "--held-out",
-                 "--teacher-steps", "2", "--student-steps", "2", "--n-train", "24", "--n-test", "6", "--rows", "opd"])
+                 "--teacher-steps", "2", "--student-steps", "2", "--n-train", "24", "--n-test", "6", "--rows", "opd",
+                 "--set", "train.vision_lr_scale=0.5"])
     recs = {split: [json.loads(line) for line in (out / "data" / f"{split}.jsonl").read_text().splitlines()]
             for split in ("train", "test")}
     assert {r["meta"]["difficulty"] for r in recs["train"] + recs["test"]} == {1}
     seen = {(r["messages"][0]["content"][-1]["text"], r["text_view"]) for r in recs["train"]}
     assert not any((r["messages"][0]["content"][-1]["text"], r["text_view"]) in seen for r in recs["test"])
     cfg = json.loads((out / "runs" / "opd-s0" / "config.json").read_text())
-    assert cfg["algo"]["logratio_threshold"] is None
+    assert cfg["algo"]["logratio_threshold"] is None and cfg["train"]["vision_lr_scale"] == 0.5
     assert "log-ratio mask: off" in (out / "results.md").read_text()
 
 
