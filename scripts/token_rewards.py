@@ -28,21 +28,22 @@ PIXELS = {"image_min_pixels": 784, "image_max_pixels": 50176, "video_min_pixels"
 
 
 def sequence_logprobs(model, ids, types, features, prompt_len: int, suppressed: list[int]):
-    """Log-probs of ids[prompt_len:] under ``model``, the suppressed tokens masked out before the softmax."""
+    """Log-probs of ids[prompt_len:] under ``model`` (one direct forward), the suppressed tokens given probability 0."""
     import torch
+
+    from uniopd_mm.algo.logprobs import selective_log_softmax
 
     with torch.no_grad():
         kwargs = {"mm_token_type_ids": types} if types is not None else {}
         logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs, **features).logits
-    logits = logits[0, prompt_len - 1:-1].float()
-    logits[:, suppressed] = -float("inf")
-    return torch.log_softmax(logits, -1).gather(-1, ids[0, prompt_len:, None])[:, 0]
+    return selective_log_softmax(logits[:, prompt_len - 1:-1], ids[:, prompt_len:], suppressed)[0]
 
 
 def token_rewards(student_path, teacher_path, family: str, data, n_prompts: int = 40, samples: int = 4,
                   max_new_tokens: int = 24, seed: int = 0, top: int = 8) -> dict:
     import torch
 
+    from uniopd_mm.algo.opd import opd_advantages
     from uniopd_mm.data import load_jsonl
     from uniopd_mm.models import load_frozen
 
@@ -63,8 +64,10 @@ def token_rewards(student_path, teacher_path, family: str, data, n_prompts: int 
                                    suppress_tokens=suppressed)
             full_types = None if types is None else torch.cat(
                 [types, torch.zeros(1, out.shape[1] - types.shape[1], dtype=types.dtype)], 1)
-            ratio = (sequence_logprobs(teacher, out, full_types, features, ids.shape[1], suppressed)
-                     - sequence_logprobs(student, out, full_types, features, ids.shape[1], suppressed)).tolist()
+            # the trainer's per-token reward (algo/opd.py) on the two direct forwards
+            ratio = opd_advantages(sequence_logprobs(teacher, out, full_types, features, ids.shape[1], suppressed),
+                                   sequence_logprobs(student, out, full_types, features, ids.shape[1], suppressed),
+                                   torch.ones(out.shape[1] - ids.shape[1])).tolist()
             pieces = [tok.decode([t]) for t in out[0, ids.shape[1]:].tolist()]
             n_tokens += len(pieces)
             for piece, r in zip(pieces, ratio):
