@@ -35,3 +35,6 @@ def main(argv=None) -> dict:
 
 if __name__ == "__main__":
     main()
+    from uniopd_mm.training.deepspeed_engine import shutdown_distributed
+
+    shutdown_distributed()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,7 +71,7 @@ def _worker(rank, world, port, out, tiny, data, options, stage):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     from uniopd_mm.training.base import even_micro_batches
-    from uniopd_mm.training.deepspeed_engine import init_distributed
+    from uniopd_mm.training.deepspeed_engine import init_distributed, shutdown_distributed
 
     init_distributed(120)
     rows = RANK_ROWS[rank]
@@ -87,6 +89,7 @@ def _worker(rank, world, port, out, tiny, data, options, stage):
     metrics, params = _step("deepspeed", tiny, data, options, rows, chunks, zero_stage=stage)
     if rank == 0:
         torch.save({"metrics": metrics, "params": params, "chunks": chunks}, out)
+    shutdown_distributed()
 
 
 def _free_port():
@@ -127,11 +130,24 @@ def test_two_processes_update_like_one(tiny_dir, synth_dir, tiny_processor_optio
     assert changed > 0  # the vision tower trains here (vision_lr_scale 0.5), so its gradients were reduced too
 
 
+def test_shutdown_distributed_leaves_no_process_group():
+    """A launched script's main ends with the group destroyed (gloo's threads otherwise meet interpreter teardown)."""
+    code = ("import torch, torch.distributed as dist\n"
+            "from uniopd_mm.training.deepspeed_engine import init_distributed, shutdown_distributed\n"
+            "init_distributed(60)\n"
+            "t = torch.ones(2); dist.all_reduce(t); assert t.tolist() == [1.0, 1.0]\n"
+            "shutdown_distributed(); assert not dist.is_initialized()\n"
+            "shutdown_distributed()\n"  # a second call is a no-op
+            "print('ok')\n")
+    from conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
 def _launch(cfg_path, script="train_mm.py"):
     """``deepspeed --num_gpus 2 scripts/<script> --config <cfg_path>`` on the CPU (gloo); fails with its output."""
-    import subprocess
-    import sys
-
     from conftest import ROOT
 
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(_free_port()),

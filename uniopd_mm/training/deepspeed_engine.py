@@ -79,6 +79,18 @@ def init_distributed(timeout_s: float = 600.0) -> None:
     deepspeed.init_distributed(dist_backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
 
 
+def shutdown_distributed() -> None:
+    """Destroys the default process group, for the end of a launched script's ``main``.
+
+    A process that exits with the group alive leaves gloo's worker threads to interpreter finalisation, which
+    now and then aborts it after its work is done ("terminate called without an active exception", rc -6;
+    pytorch/pytorch#190489): seen once in the default tests (bench_gpu's launched train_mm.py)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def cpu_allreduce_buffer() -> Path:
     """The shared-memory file DeepSpeed's CPU accelerator allocates for this rank's all-reduce workspace (about
     66 MB, ``ops/csrc/cpu/comm/shm.cpp``: deepspeed_allreduce_buffer_<uid>_<addr>_<port>_<rank>)."""
