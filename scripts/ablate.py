@@ -18,6 +18,8 @@ row, and a weak student (the student preset, fewer SFT steps). Then one run per 
 - ``opd``: plain sampled-token OPD (per-token reward log pi_T - log pi_theta, clipped PG);
 - ``opd top-8 reverse KL`` / ``opd full reverse KL``: the exact reverse KL over the teacher's
   top-8 tokens (renormalised) or over the whole vocabulary, at every sampled position;
+- ``opd full forward KL`` / ``opd full JSD 0.5``: GKD's divergences over the whole vocabulary at every
+  position the student sampled (on-policy forward KL; generalised JSD with beta 0.5);
 - ``+online balance``, ``+margin shift``, ``+margin mask``: one Uni-OPD component on top of OPD;
 - ``uni-opd (mm preset)``, ``uni-opd (text preset)``: the full recipe with each preset;
 - ``uni-opd with 2 expert teachers``: the mm preset with image prompts routed to the image expert and
@@ -50,6 +52,10 @@ ROWS = {
     "opd": ["algo.preset=opd"],
     "opd top-8 reverse KL": ["algo.preset=opd", "algo.loss=reverse_kl", "algo.distill_support=topk", "algo.topk=8"],
     "opd full reverse KL": ["algo.preset=opd", "algo.loss=reverse_kl", "algo.distill_support=full"],
+    # GKD's divergences on the student's own samples: their gradient does not vanish where the student is
+    # confidently wrong, the reverse KL's does (docs/results.md, "why OPD stalls on held-out questions")
+    "opd full forward KL": ["algo.preset=opd", "algo.loss=forward_kl", "algo.distill_support=full"],
+    "opd full JSD 0.5": ["algo.preset=opd", "algo.loss=jsd", "algo.jsd_beta=0.5", "algo.distill_support=full"],
     "+online balance": ["algo.preset=opd", "algo.balance.enabled=true"],
     "+margin shift": ["algo.preset=opd", "algo.margin.shift=true", "algo.margin.direction=correct_up",
                       "algo.margin.delta=0.0"],
@@ -270,8 +276,9 @@ def write_report(results, info, out: Path, args) -> list[str]:
     (out / "results.json").write_text(json.dumps({"info": info, "budget": args.budget, "results": results}, indent=1))
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     styles = ("-", "--", ":", "-.")
+    palette = plt.get_cmap("tab20").colors if len(by_row) > 10 else [f"C{k}" for k in range(10)]  # one per row
     for k, (name, rs) in enumerate(by_row.items()):
-        color = f"C{k % 10}"
+        color = palette[k % len(palette)]
         # every seed: one colour per row, one line style per seed (solid = the first seed)
         for j, r in enumerate(sorted(rs, key=lambda r: r["seed"])):
             for ax, key in zip(axes, ("eval", "rkl", "inversion")):

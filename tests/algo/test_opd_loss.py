@@ -110,6 +110,28 @@ def test_distribution_losses_hand_computed():
     assert distribution_loss(p_t, p_t, "jsd", 0.3).item() == pytest.approx(0.0, abs=1e-7)
 
 
+def test_reverse_kl_gradient_vanishes_where_the_student_is_confidently_wrong():
+    """Why OPD stalls on held-out questions (docs/results.md): a student sure of the wrong token (logits 10, 0) under a
+    teacher sure of the other (probabilities 1e-7, 1 - 1e-7). The reverse KL is large (~16) but its gradient in the
+    logits, p_k (log p_k - log q_k - KL), is eps (log 1/eps + KL) ~ 1.2e-3 with eps = p(right) = 1 / (1 + e^10); the
+    forward KL's, p - q, stays ~1 (closed forms, by hand)."""
+    z = torch.tensor([[[10.0, 0.0]]], requires_grad=True)
+    q = torch.tensor([[[1e-7, 1.0 - 1e-7]]]).log()
+    p = torch.softmax(z.detach(), -1)[0, 0]
+    eps = p[1].item()  # 1 / (1 + e^10) ~ 4.54e-5
+    kl = (p * (p.log() - q[0, 0])).sum()
+    rkl = distribution_loss(torch.log_softmax(z, -1), q, "reverse_kl")
+    assert rkl.item() == pytest.approx(kl.item(), rel=1e-5) and rkl.item() > 16.0
+    (g,) = torch.autograd.grad(rkl.sum(), z)
+    hand = p * (p.log() - q[0, 0] - kl)
+    assert g[0, 0].tolist() == pytest.approx(hand.tolist(), rel=2e-3)  # float32
+    assert g[0, 0, 1].item() == pytest.approx(-eps * (math.log(1 / eps) + kl.item()), rel=2e-3)
+    assert 1e-3 < g.abs().max().item() < 1.3e-3
+    (g,) = torch.autograd.grad(distribution_loss(torch.log_softmax(z, -1), q, "forward_kl").sum(), z)
+    assert g[0, 0].tolist() == pytest.approx((p - q[0, 0].exp()).tolist(), abs=1e-6)
+    assert g.abs().max().item() > 0.99
+
+
 def test_distribution_losses_ignore_suppressed_tokens():
     # a token with -inf in both distributions contributes 0, not NaN
     p = torch.log_softmax(suppress(T([[[1.0, 2.0, 3.0]]]), [2]), -1)

@@ -1,0 +1,221 @@
+"""Two diagnostics behind the held-out findings in docs/results.md, on a finished `ablate.py --held-out` setup.
+
+    python scripts/diagnose_heldout.py overfit  --ablation runs/ablate_heldout [--prompts 16 --steps 60]
+    python scripts/diagnose_heldout.py position --out runs/diag_position [--steps 1000]
+
+``overfit``: can each objective fit a handful of training prompts at all? The ablation's weak student is
+trained on the first ``--prompts`` training records (which are also its test set) with SFT on the ground-truth
+solutions (the teacher answers all of them right) and with OPD under each divergence; greedy accuracy every 10
+steps. A row that stalls below 1.0 here stalls for a reason other than generalisation.
+
+``position``: can the tiny teacher learn to say where a shape is? The held-out colour questions ("What color is
+the circle?") are re-asked as "What row and column is the circle in?" (answer ``row R column C, so R-C``), without
+and with ``SyntheticSpec.position_cues``; the teacher preset is fine-tuned on them, and a linear probe is fitted to
+the vision tower's token of each shape's cell (800 scenes train it, the rest test it): does the token carry the
+cell at all? ``--cue-span 150 --images cues`` makes the tints 2.5 times as strong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+OBJECTIVES = {
+    "sft on the solutions": None,
+    "opd (log-ratio mask 10)": ["algo.preset=opd", "algo.logratio_threshold=10"],
+    "opd": ["algo.preset=opd"],
+    "opd full reverse KL": ["algo.preset=opd", "algo.loss=reverse_kl", "algo.distill_support=full"],
+    "opd full forward KL": ["algo.preset=opd", "algo.loss=forward_kl", "algo.distill_support=full"],
+}
+
+
+def with_solutions(src: Path, dst: Path, n: int) -> None:
+    """The first ``n`` records of ``src`` with their ground-truth solution as a final assistant turn."""
+    with open(src) as fh, open(dst, "w") as out:
+        for line in list(fh)[:n]:
+            rec = json.loads(line)
+            rec["messages"].append({"role": "assistant", "content": [{"type": "text", "text": rec["meta"]["solution"]}]})
+            out.write(json.dumps(rec) + "\n")
+
+
+def overfit(args) -> dict:
+    import ablate
+    from uniopd_mm.config import load_config
+    from uniopd_mm.metrics import read_metrics
+    from uniopd_mm.sft import run_sft
+    from uniopd_mm.trainer import Trainer
+
+    abl, out = args.ablation, args.out or args.ablation.parent / (args.ablation.name + "_overfit")
+    if not (abl / "teacher" / "final").exists() or not (abl / "student" / "final").exists():
+        sys.exit(f"diagnose_heldout: no finished ablation setup under {abl} (run scripts/ablate.py --held-out first)")
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / "data"
+    data.mkdir(exist_ok=True)
+    if not (data / "images").exists():
+        (data / "images").symlink_to((abl / "data" / "images").resolve())
+    with open(abl / "data" / "train.jsonl") as fh:
+        (data / "train.jsonl").write_text("".join(list(fh)[:args.prompts]))
+    with_solutions(data / "train.jsonl", data / "train_solutions.jsonl", args.prompts)
+    results = {}
+    for name, overrides in OBJECTIVES.items():
+        run = out / ablate.slug(name)
+        shutil.rmtree(run, ignore_errors=True)
+        train = data / ("train_solutions.jsonl" if overrides is None else "train.jsonl")
+        cfg = ablate.base_cfg(abl / "student" / "final", run, train, data / "train.jsonl", args.steps, 1e-3,
+                              seed=args.seed, prompts_per_step=args.prompts, warmup_steps=0,
+                              eval_every=min(10, args.steps))
+        if overrides is None:
+            run_sft(load_config(None, [], base=cfg))
+        else:
+            cfg["teacher"] = ablate.model_cfg(abl / "teacher" / "final")
+            # the log-ratio mask is off unless the row sets it (as in the held-out ablation)
+            Trainer(load_config(None, ["algo.logratio_threshold=null"] + overrides, base=cfg)).train()
+        rows = read_metrics(run / "metrics.jsonl")
+        train_rows = [r for r in rows if r.get("train/grad_norm") is not None]
+        results[name] = {"eval": [(r["step"], r["eval/accuracy"]) for r in rows if r.get("eval/accuracy") is not None],
+                         "grad_norm_last5": sum(r["train/grad_norm"] for r in train_rows[-5:]) / 5,
+                         "reverse_kl_last5": (sum(r["opd/reverse_kl"] for r in train_rows[-5:]) / 5
+                                              if overrides is not None else None)}
+        print(f"{name}: {results[name]}", flush=True)
+    lines = [f"{args.prompts} training prompts (also the test set), {args.steps} steps of {args.prompts} prompts "
+             f"(OPD: x4 samples), lr 1e-3, seed {args.seed}; greedy accuracy", "",
+             "| objective | " + " | ".join(f"step {s}" for s, _ in results["opd"]["eval"]) + " | grad norm (last 5) | "
+             "sampled reverse KL / token (last 5) |", "|---|" + "---|" * (len(results["opd"]["eval"]) + 2)]
+    for name, r in results.items():
+        accs = dict(r["eval"])
+        rkl = "" if r["reverse_kl_last5"] is None else f"{r['reverse_kl_last5']:.3f}"
+        lines.append(f"| {name} | " + " | ".join(f"{accs[s]:.2f}" if s in accs else "" for s, _ in results["opd"]["eval"])
+                     + f" | {r['grad_norm_last5']:.3f} | {rkl} |")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    (out / "report.json").write_text(json.dumps(results, indent=1))
+    print("\n".join(lines))
+    return results
+
+
+def where_records(src: Path, dst: Path) -> None:
+    """Rewrites colour questions about a unique shape kind into questions about its row and column."""
+    for split in ("train", "test"):
+        with open(src / f"{split}.jsonl") as fh, open(dst / f"{split}.jsonl", "w") as out:
+            for line in fh:
+                rec = json.loads(line)
+                kind = rec["messages"][0]["content"][1]["text"].split()[-1].rstrip("?")
+                obj = next(o for o in rec["meta"]["scene"]["objects"] if o["shape"] == kind)
+                rec["messages"][0]["content"][1]["text"] = f"What row and column is the {kind} in?"
+                rec["answer"] = f"{obj['row']}-{obj['col']}"
+                rec["meta"]["solution"] = f"{kind}: row {obj['row']} column {obj['col']}, so {rec['answer']}"
+                out.write(json.dumps(rec) + "\n")
+
+
+def linear_probe(model_dir: Path, data: Path, n_fit: int = 800, n_scenes: int = 1000) -> float:
+    """Held-out accuracy of a linear probe from a shape's vision token (3x3 merged tokens per 84x84 scene) to its cell."""
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    proc = AutoProcessor.from_pretrained(model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
+    recs = [json.loads(line) for line in open(data / "train.jsonl")][:n_scenes]
+    feats, cells, scene_of = [], [], []
+    with torch.no_grad():
+        for i in range(0, len(recs), 50):
+            chunk = recs[i:i + 50]
+            images = [Image.open(data / r["messages"][0]["content"][0]["image"]).convert("RGB") for r in chunk]
+            enc = proc.image_processor(images=images, return_tensors="pt", do_resize=False)
+            out = model.model.get_image_features(enc["pixel_values"], enc["image_grid_thw"])
+            out = getattr(out, "pooler_output", out)
+            tokens = (torch.cat(list(out)) if isinstance(out, (list, tuple)) else out).view(len(chunk), 9, -1)
+            for j, (r, t) in enumerate(zip(chunk, tokens)):
+                for o in r["meta"]["scene"]["objects"]:
+                    cell = (o["row"] - 1) * 3 + o["col"] - 1
+                    feats.append(t[cell]), cells.append(cell), scene_of.append(i + j)
+    x, y, scene = torch.stack(feats), torch.tensor(cells), torch.tensor(scene_of)
+    fit = scene < n_fit
+    x = (x - x[fit].mean(0)) / (x[fit].std(0) + 1e-6)
+    probe = torch.nn.Linear(x.shape[1], 9)
+    opt = torch.optim.Adam(probe.parameters(), lr=1e-2)
+    for _ in range(2000):
+        loss = torch.nn.functional.cross_entropy(probe(x[fit]), y[fit]) + 1e-4 * probe.weight.pow(2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return (probe(x[~fit]).argmax(1) == y[~fit]).float().mean().item()
+
+
+def position(args) -> dict:
+    import ablate
+    from uniopd_mm.config import load_config
+    from uniopd_mm.sft import run_sft
+    from uniopd_mm.synthetic import SyntheticSpec, generate
+    from uniopd_mm.tiny import PRESET_GROUPS, make_tiny_models
+
+    out = args.out or Path("runs/diag_position")
+    make_tiny_models(args.tiny, PRESET_GROUPS["minimal"], progress=False)
+    teacher = args.tiny / "qwen2_vl-teacher"
+    results = {}
+    for tag in args.images.split(","):
+        cues = tag == "cues"
+        colour, where = out / f"colour_{tag}", out / f"where_{tag}"
+        if not (colour / "test.jsonl").exists():
+            generate(SyntheticSpec(n_train=4000, n_test=100, domains=("shapes-color",), levels=(1,), disjoint=True,
+                                   position_cues=cues, position_cue_span=args.cue_span), colour, progress=False)
+        where.mkdir(parents=True, exist_ok=True)
+        if not (where / "images").exists():
+            (where / "images").symlink_to((colour / "images").resolve())
+        where_records(colour, where)
+        run = out / f"sft_{tag}"
+        shutil.rmtree(run, ignore_errors=True)
+        res = run_sft(load_config(None, [], base=ablate.base_cfg(
+            teacher, run, where / "train.jsonl", where / "test.jsonl", args.steps, 1e-3, vision_lr_scale=1.0,
+            eval_every=args.eval_every or max(1, args.steps // 4), save_every=-1)))
+        evals = [(r["step"], r["eval/accuracy"]) for r in map(json.loads, open(run / "metrics.jsonl"))
+                 if r.get("eval/accuracy") is not None]
+        results[tag] = {"sft_eval": evals, "final_accuracy": res["eval/accuracy"],
+                        "probe_untrained": linear_probe(teacher, where),
+                        "probe_after_sft": linear_probe(run / "final", where)}
+        print(f"{tag}: {results[tag]}", flush=True)
+    lines = [f"'What row and column is the <shape> in?' (9 cells, chance 0.11), difficulty-1 scenes, 4000 train / 100 "
+             f"held-out; teacher preset SFT {args.steps} steps, lr 1e-3, vision tower trained; tint span {args.cue_span}", "",
+             "| images | held-out accuracy during SFT | linear probe: cell from the shape's vision token (untrained / "
+             "after SFT) |", "|---|---|---|"]
+    for tag, r in results.items():
+        lines.append(f"| {'position cues' if tag == 'cues' else 'plain'} | "
+                     + ", ".join(f"{a:.2f} (step {s})" for s, a in r["sft_eval"])
+                     + f" | {r['probe_untrained']:.2f} / {r['probe_after_sft']:.2f} |")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    (out / "report.json").write_text(json.dumps(results, indent=1))
+    print("\n".join(lines))
+    return results
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    o = sub.add_parser("overfit", help="fit a handful of training prompts with SFT and with OPD under each divergence")
+    o.add_argument("--ablation", type=Path, default=Path("runs/ablate_heldout"))
+    o.add_argument("--out", type=Path, default=None, help="default: <ablation>_overfit")
+    o.add_argument("--prompts", type=int, default=16)
+    o.add_argument("--steps", type=int, default=60)
+    o.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("position", help="can the tiny teacher learn where a shape is (with and without position cues)")
+    p.add_argument("--out", type=Path, default=None, help="default: runs/diag_position")
+    p.add_argument("--tiny", type=Path, default=Path("artifacts/tiny"))
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--eval-every", type=int, default=None, help="default: a quarter of --steps")
+    p.add_argument("--images", default="plain,cues", help="which arms: plain, cues or both")
+    p.add_argument("--cue-span", type=int, default=60, help="SyntheticSpec.position_cue_span of the cues arm")
+    args = ap.parse_args(argv)
+    return overfit(args) if args.cmd == "overfit" else position(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""scripts/diagnose_heldout.py: the overfit diagnostic end to end at tiny size, and the position questions."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import ablate  # noqa: E402
+import diagnose_heldout  # noqa: E402
+
+
+def test_overfit_runs_every_objective(tiny_dir, tmp_path):
+    """On a tiny held-out ablation setup: every objective trains on the same first prompts (also its test set),
+    the OPD rows with the divergence they name and the log-ratio mask off unless named; the table has every row."""
+    abl = tmp_path / "ablate"
+    ablate.main(["--out", str(abl), "--tiny", str(tiny_dir), "--budget", "0.5", "--eval-every", "50", "--held-out",
+                 "--teacher-steps", "2", "--student-steps", "2", "--n-train", "24", "--n-test", "6", "--rows", "opd"])
+    results = diagnose_heldout.main(["overfit", "--ablation", str(abl), "--prompts", "4", "--steps", "2"])
+    assert list(results) == list(diagnose_heldout.OBJECTIVES)
+    out = tmp_path / "ablate_overfit"
+    assert len((out / "data" / "train.jsonl").read_text().splitlines()) == 4
+    solutions = [json.loads(line) for line in (out / "data" / "train_solutions.jsonl").read_text().splitlines()]
+    assert all(r["messages"][-1]["content"][0]["text"] == r["meta"]["solution"] for r in solutions)
+    algo = {name: json.loads((out / ablate.slug(name) / "config.json").read_text())["algo"]
+            for name in diagnose_heldout.OBJECTIVES if diagnose_heldout.OBJECTIVES[name] is not None}
+    assert algo["opd full forward KL"]["loss"] == "forward_kl" and algo["opd full forward KL"]["distill_support"] == "full"
+    assert algo["opd"]["logratio_threshold"] is None and algo["opd (log-ratio mask 10)"]["logratio_threshold"] == 10.0
+    for r in results.values():
+        assert r["eval"][-1][0] == 2  # evaluated at the last step
+    table = (out / "report.md").read_text()
+    assert all(f"| {name} |" in table for name in diagnose_heldout.OBJECTIVES)
+
+
+def test_where_records_ask_for_the_named_shapes_cell(tmp_path):
+    """A colour question about the circle becomes a question about its row and column (by hand)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir(), dst.mkdir()
+    rec = {"id": "a", "domain": "shapes-color", "answer": "red",
+           "messages": [{"role": "user", "content": [{"type": "image", "image": "images/a.png"},
+                                                     {"type": "text", "text": "What color is the circle?"}]}],
+           "meta": {"difficulty": 1, "solution": "circle: red, so red",
+                    "scene": {"grid": 3, "objects": [{"shape": "square", "color": "blue", "row": 1, "col": 1},
+                                                     {"shape": "circle", "color": "red", "row": 3, "col": 2}]}}}
+    for split in ("train", "test"):
+        (src / f"{split}.jsonl").write_text(json.dumps(rec) + "\n")
+    diagnose_heldout.where_records(src, dst)
+    got = json.loads((dst / "test.jsonl").read_text())
+    assert got["messages"][0]["content"][1]["text"] == "What row and column is the circle in?"
+    assert got["answer"] == "3-2" and got["meta"]["solution"] == "circle: row 3 column 2, so 3-2"
+    from uniopd_mm.synthetic import check_answer
+
+    assert check_answer(got["meta"]["solution"], got["answer"]) is True
