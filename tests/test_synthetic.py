@@ -144,6 +144,13 @@ def test_position_cues_tint_each_cell(tmp_path):
             centre = tuple(int(v) for v in img[(row - 1) * 28 + 14, (col - 1) * 28 + 14])
             if (row, col) in occupied:
                 assert centre == COLORS[occupied[(row, col)]]
+    strong = SyntheticSpec(n_train=6, n_test=2, domains=("shapes-color",), levels=(1,), position_cues=True,
+                           position_cue_span=150)
+    generate(strong, tmp_path / "strong", progress=False)
+    img = np.asarray(Image.open(tmp_path / "strong" / rec["messages"][0]["content"][0]["image"]).convert("RGB"))
+    assert tuple(int(v) for v in img[2 * 28 + 1, 1 * 28 + 1]) == (180, 105, 255)  # row 3, column 2: 75 per step
+    with pytest.raises(ValueError, match="position_cue_span"):
+        SyntheticSpec(position_cue_span=0)
     plain = SyntheticSpec(n_train=6, n_test=2, domains=("shapes-color",), levels=(1,))
     generate(plain, tmp_path / "plain", progress=False)
     assert (tmp_path / "plain" / "train.jsonl").read_text() == (tmp_path / "train.jsonl").read_text()

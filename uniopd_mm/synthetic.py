@@ -55,6 +55,8 @@ class SyntheticSpec:
     # tint each grid cell's background by its row and column, so a small vision tower without absolute
     # position embeddings can see where a shape is (Qwen-VL vision towers encode position only relatively)
     position_cues: bool = False
+    # how far the tint's red (green) falls from the first to the last column (row); the default 60 is faint
+    position_cue_span: int = 60
 
     def __post_init__(self):
         bad = [d for d in self.domains if d not in ALL_DOMAINS]
@@ -69,6 +71,8 @@ class SyntheticSpec:
             raise ValueError("shapes-position needs two shapes: use levels >= 1 with it")
         if self.cell < 8:
             raise ValueError("cell must be >= 8 pixels")
+        if not 0 < self.position_cue_span <= 200:
+            raise ValueError("position_cue_span must be in (0, 200] (a tint channel never falls below 55)")
 
 
 @dataclass
@@ -122,14 +126,15 @@ def _draw_obj(draw: ImageDraw.ImageDraw, shape: str, color: str, x0: float, y0: 
         draw.polygon([(box[0], box[3]), (box[2], box[3]), ((box[0] + box[2]) / 2, box[1])], fill=rgb)
 
 
-def cell_background(row: int, col: int, grid: int) -> tuple[int, int, int]:
-    """The pale tint of cell (row, col) under ``position_cues``: red falls with the column, green with the row."""
-    step = 60 // max(1, grid - 1)
+def cell_background(row: int, col: int, grid: int, span: int = 60) -> tuple[int, int, int]:
+    """The tint of cell (row, col) under ``position_cues``: red falls with the column, green with the row, by
+    ``span`` in all from the first to the last."""
+    step = span // max(1, grid - 1)
     return (255 - step * (col - 1), 255 - step * (row - 1), 255)
 
 
 def render_scene(scene: Scene, cell: int, positions: dict[int, tuple[float, float]] | None = None,
-                 position_cues: bool = False) -> Image.Image:
+                 position_cues: bool = False, cue_span: int = 60) -> Image.Image:
     """Draws the scene; ``positions`` optionally overrides object i's (row, col) with fractional cells."""
     size = scene.grid * cell
     img = Image.new("RGB", (size, size), BACKGROUND)
@@ -138,7 +143,7 @@ def render_scene(scene: Scene, cell: int, positions: dict[int, tuple[float, floa
         for r in range(1, scene.grid + 1):
             for c in range(1, scene.grid + 1):
                 draw.rectangle(((c - 1) * cell, (r - 1) * cell, c * cell - 1, r * cell - 1),
-                               fill=cell_background(r, c, scene.grid))
+                               fill=cell_background(r, c, scene.grid, cue_span))
     for i, o in enumerate(scene.objects):
         row, col = positions.get(i, (o.row, o.col)) if positions else (o.row, o.col)
         _draw_obj(draw, o.shape, o.color, (col - 1) * cell, (row - 1) * cell, cell)
@@ -209,7 +214,7 @@ def _make_motion(rng: np.random.Generator, level: int, spec: SyntheticSpec):
             f = t / (spec.video_frames - 1)
             pos = (start[0] + f * (end[0] - start[0]), start[1] + f * (end[1] - start[1]))
             positions.append(pos)
-            frames.append(render_scene(scene, spec.cell, {0: pos}, spec.position_cues))
+            frames.append(render_scene(scene, spec.cell, {0: pos}, spec.position_cues, spec.position_cue_span))
         return scene, start, end, frames, positions
 
 
@@ -278,7 +283,7 @@ def make_record(rng: np.random.Generator, domain: str, level: int, idx: str, out
         q, sol, ans = _image_question(rng, domain, scene)
         rel = f"images/{idx}.png"
         if out_dir is not None:
-            render_scene(scene, spec.cell, position_cues=spec.position_cues).save(out_dir / rel, optimize=False)
+            render_scene(scene, spec.cell, position_cues=spec.position_cues, cue_span=spec.position_cue_span).save(out_dir / rel, optimize=False)
         rec["messages"] = [{"role": "user", "content": [{"type": "image", "image": rel}, {"type": "text", "text": q}]}]
         rec["text_view"] = scene.describe()
         rec["meta"]["scene"] = {"grid": scene.grid, "objects": [o.__dict__ for o in scene.objects]}
