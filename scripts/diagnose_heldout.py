@@ -38,15 +38,6 @@ OBJECTIVES = {
 }
 
 
-def with_solutions(src: Path, dst: Path, n: int) -> None:
-    """The first ``n`` records of ``src`` with their ground-truth solution as a final assistant turn."""
-    with open(src) as fh, open(dst, "w") as out:
-        for line in list(fh)[:n]:
-            rec = json.loads(line)
-            rec["messages"].append({"role": "assistant", "content": [{"type": "text", "text": rec["meta"]["solution"]}]})
-            out.write(json.dumps(rec) + "\n")
-
-
 def overfit(args) -> dict:
     import ablate
     from uniopd_mm.config import load_config
@@ -64,13 +55,12 @@ def overfit(args) -> dict:
         (data / "images").symlink_to((abl / "data" / "images").resolve())
     with open(abl / "data" / "train.jsonl") as fh:
         (data / "train.jsonl").write_text("".join(list(fh)[:args.prompts]))
-    with_solutions(data / "train.jsonl", data / "train_solutions.jsonl", args.prompts)
     results = {}
     for name, overrides in OBJECTIVES.items():
         run = out / ablate.slug(name)
         shutil.rmtree(run, ignore_errors=True)
-        train = data / ("train_solutions.jsonl" if overrides is None else "train.jsonl")
-        cfg = ablate.base_cfg(abl / "student" / "final", run, train, data / "train.jsonl", args.steps, 1e-3,
+        # SFT's target is each record's ground-truth solution (sft.target: meta.solution)
+        cfg = ablate.base_cfg(abl / "student" / "final", run, data / "train.jsonl", data / "train.jsonl", args.steps, 1e-3,
                               seed=args.seed, prompts_per_step=args.prompts, warmup_steps=0,
                               eval_every=min(10, args.steps))
         if overrides is None:
@@ -154,6 +144,7 @@ def linear_probe(model_dir: Path, data: Path, n_fit: int = 800, n_scenes: int = 
 def position(args) -> dict:
     import ablate
     from uniopd_mm.config import load_config
+    from uniopd_mm.metrics import read_metrics
     from uniopd_mm.sft import run_sft
     from uniopd_mm.synthetic import SyntheticSpec, generate
     from uniopd_mm.tiny import PRESET_GROUPS, make_tiny_models
@@ -177,7 +168,7 @@ def position(args) -> dict:
         res = run_sft(load_config(None, [], base=ablate.base_cfg(
             teacher, run, where / "train.jsonl", where / "test.jsonl", args.steps, 1e-3, vision_lr_scale=1.0,
             eval_every=args.eval_every or max(1, args.steps // 4), save_every=-1)))
-        evals = [(r["step"], r["eval/accuracy"]) for r in map(json.loads, open(run / "metrics.jsonl"))
+        evals = [(r["step"], r["eval/accuracy"]) for r in read_metrics(run / "metrics.jsonl")
                  if r.get("eval/accuracy") is not None]
         results[tag] = {"sft_eval": evals, "final_accuracy": res["eval/accuracy"],
                         "probe_untrained": linear_probe(teacher, where),

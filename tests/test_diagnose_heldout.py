@@ -21,8 +21,10 @@ def test_overfit_runs_every_objective(tiny_dir, tmp_path):
     assert list(results) == list(diagnose_heldout.OBJECTIVES)
     out = tmp_path / "ablate_overfit"
     assert len((out / "data" / "train.jsonl").read_text().splitlines()) == 4
-    solutions = [json.loads(line) for line in (out / "data" / "train_solutions.jsonl").read_text().splitlines()]
-    assert all(r["messages"][-1]["content"][0]["text"] == r["meta"]["solution"] for r in solutions)
+    # SFT's target is each record's ground-truth solution (sft.target defaults to meta.solution)
+    first = [json.loads(line) for line in (out / "data" / "train.jsonl").read_text().splitlines()]
+    assert all(r["meta"]["solution"] and r["messages"][-1]["role"] == "user" for r in first)
+    assert (out / ablate.slug("sft on the solutions") / "final").exists()
     algo = {name: json.loads((out / ablate.slug(name) / "config.json").read_text())["algo"]
             for name in diagnose_heldout.OBJECTIVES if diagnose_heldout.OBJECTIVES[name] is not None}
     assert algo["opd full forward KL"]["loss"] == "forward_kl" and algo["opd full forward KL"]["distill_support"] == "full"
