@@ -154,3 +154,24 @@ def test_position_cues_tint_each_cell(tmp_path):
     plain = SyntheticSpec(n_train=6, n_test=2, domains=("shapes-color",), levels=(1,))
     generate(plain, tmp_path / "plain", progress=False)
     assert (tmp_path / "plain" / "train.jsonl").read_text() == (tmp_path / "train.jsonl").read_text()
+
+
+def test_motion_direction_solution_states_the_direction_of_the_same_videos(tmp_path):
+    """``motion_solution="direction"`` changes only what the answer states ("blue triangle: up, so up"): the same
+    seed draws the same videos and answers, and each answer still matches the pixels."""
+    kw = dict(n_train=8, n_test=4, domains=("motion",), levels=(1,))
+    generate(SyntheticSpec(**kw), tmp_path / "cells", progress=False)
+    generate(SyntheticSpec(**kw, motion_solution="direction"), tmp_path / "direction", progress=False)
+    for split in ("train", "test"):
+        cells = [json.loads(line) for line in open(tmp_path / "cells" / f"{split}.jsonl")]
+        direction = [json.loads(line) for line in open(tmp_path / "direction" / f"{split}.jsonl")]
+        for a, b in zip(cells, direction, strict=True):
+            assert a["messages"] == b["messages"] and a["answer"] == b["answer"]
+            assert (tmp_path / "cells" / a["messages"][0]["content"][0]["video"]).read_bytes() == (
+                tmp_path / "direction" / b["messages"][0]["content"][0]["video"]).read_bytes()
+            name = re.match(r"Which direction does the (\w+ \w+) move\?", b["messages"][0]["content"][-1]["text"])[1]
+            assert b["meta"]["solution"] == f"{name}: {b['answer']}, so {b['answer']}"
+            assert " row " in a["meta"]["solution"] and " row " not in b["meta"]["solution"]
+            assert _answer_from_pixels(b, tmp_path / "direction") == b["answer"]
+    with pytest.raises(ValueError, match="motion_solution"):
+        SyntheticSpec(motion_solution="arrows")

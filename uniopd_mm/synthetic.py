@@ -57,6 +57,10 @@ class SyntheticSpec:
     position_cues: bool = False
     # how far the tint's red (green) falls from the first to the last column (row); the default 60 is faint
     position_cue_span: int = 60
+    # what a motion answer states before "so <direction>": "cells" (start and end row and column; needs a model
+    # that reads where a shape is) or "direction" ("blue triangle: up, so up"; the motion itself, which a frozen
+    # random vision tower carries in each shape's token, docs/results.md)
+    motion_solution: str = "cells"
 
     def __post_init__(self):
         bad = [d for d in self.domains if d not in ALL_DOMAINS]
@@ -71,6 +75,8 @@ class SyntheticSpec:
             raise ValueError("shapes-position needs two shapes: use levels >= 1 with it")
         if self.cell < 8:
             raise ValueError("cell must be >= 8 pixels")
+        if self.motion_solution not in ("cells", "direction"):
+            raise ValueError(f"motion_solution must be 'cells' or 'direction', not {self.motion_solution!r}")
         if not 0 < self.position_cue_span <= 200:
             raise ValueError("position_cue_span must be in (0, 200] (a tint channel never falls below 55)")
 
@@ -293,7 +299,10 @@ def make_record(rng: np.random.Generator, domain: str, level: int, idx: str, out
         if domain == "motion":
             d = _direction(*start, *end)
             q = f"Which direction does the {mover.name} move?"
-            sol = f"{mover.name} row {start[0]} column {start[1]} to row {end[0]} column {end[1]}, so {d}"
+            if spec.motion_solution == "cells":
+                sol = f"{mover.name} row {start[0]} column {start[1]} to row {end[0]} column {end[1]}, so {d}"
+            else:
+                sol = f"{mover.name}: {d}, so {d}"
             ans = d
         else:  # video-color: the colour of the shape that moves (static shapes are distractors)
             q = f"What color is the moving {mover.shape}?"
