@@ -1,7 +1,8 @@
-"""Two diagnostics behind the held-out findings in docs/results.md, on a finished `ablate.py --held-out` setup.
+"""Three diagnostics behind the held-out findings in docs/results.md.
 
     python scripts/diagnose_heldout.py overfit  --ablation runs/ablate_heldout [--prompts 16 --steps 60]
-    python scripts/diagnose_heldout.py position --out runs/diag_position [--steps 1000]
+    python scripts/diagnose_heldout.py position --out runs/diag_position [--steps 1000 --vision-lr-scale 0]
+    python scripts/diagnose_heldout.py vision   --out runs/diag_vision [--steps 800]
 
 ``overfit``: can each objective fit a handful of training prompts at all? The ablation's weak student is
 trained on the first ``--prompts`` training records (which are also its test set) with SFT on the ground-truth
@@ -13,6 +14,11 @@ the circle?") are re-asked as "What row and column is the circle in?" (answer ``
 and with ``SyntheticSpec.position_cues``; the teacher preset is fine-tuned on them, and a linear probe is fitted to
 the vision tower's token of each shape's cell (800 scenes train it, the rest test it): does the token carry the
 cell at all? ``--cue-span 150 --images cues`` makes the tints 2.5 times as strong.
+
+``vision``: does training the tiny teacher's random vision tower stop it learning from the tower? The teacher
+preset is fine-tuned on held-out difficulty-1 questions of each of ``--domains`` (motion answers state the
+direction, "blue triangle: up, so up") with the tower trained at the language model's learning rate and with the
+tower frozen; greedy held-out accuracy every quarter of ``--steps``.
 """
 
 from __future__ import annotations
@@ -141,17 +147,33 @@ def linear_probe(model_dir: Path, data: Path, n_fit: int = 800, n_scenes: int = 
         return (probe(x[~fit]).argmax(1) == y[~fit]).float().mean().item()
 
 
-def position(args) -> dict:
+def _teacher(args, default_out: str) -> tuple[Path, Path]:
+    """(the output folder, the tiny Qwen2-VL teacher preset), the presets built if missing."""
+    from uniopd_mm.tiny import PRESET_GROUPS, make_tiny_models
+
+    make_tiny_models(args.tiny, PRESET_GROUPS["minimal"], progress=False)
+    return args.out or Path(default_out), args.tiny / "qwen2_vl-teacher"
+
+
+def _fine_tune(teacher: Path, run: Path, data: Path, steps: int, lr: float, vision_lr_scale: float,
+               eval_every: int) -> tuple[dict, list[dict]]:
+    """SFT of ``teacher`` on data/train.jsonl from scratch into ``run``; (its result, its metrics rows)."""
     import ablate
     from uniopd_mm.config import load_config
     from uniopd_mm.metrics import read_metrics
     from uniopd_mm.sft import run_sft
-    from uniopd_mm.synthetic import SyntheticSpec, generate
-    from uniopd_mm.tiny import PRESET_GROUPS, make_tiny_models
 
-    out = args.out or Path("runs/diag_position")
-    make_tiny_models(args.tiny, PRESET_GROUPS["minimal"], progress=False)
-    teacher = args.tiny / "qwen2_vl-teacher"
+    shutil.rmtree(run, ignore_errors=True)
+    res = run_sft(load_config(None, [], base=ablate.base_cfg(
+        teacher, run, data / "train.jsonl", data / "test.jsonl", steps, lr, vision_lr_scale=vision_lr_scale,
+        eval_every=eval_every, save_every=-1)))
+    return res, read_metrics(run / "metrics.jsonl")
+
+
+def position(args) -> dict:
+    from uniopd_mm.synthetic import SyntheticSpec, generate
+
+    out, teacher = _teacher(args, "runs/diag_position")
     results = {}
     for tag in args.images.split(","):
         cues = tag == "cues"
@@ -164,24 +186,52 @@ def position(args) -> dict:
             (where / "images").symlink_to((colour / "images").resolve())
         where_records(colour, where)
         run = out / f"sft_{tag}"
-        shutil.rmtree(run, ignore_errors=True)
-        res = run_sft(load_config(None, [], base=ablate.base_cfg(
-            teacher, run, where / "train.jsonl", where / "test.jsonl", args.steps, 1e-3, vision_lr_scale=1.0,
-            eval_every=args.eval_every or max(1, args.steps // 4), save_every=-1)))
-        evals = [(r["step"], r["eval/accuracy"]) for r in read_metrics(run / "metrics.jsonl")
-                 if r.get("eval/accuracy") is not None]
+        res, rows = _fine_tune(teacher, run, where, args.steps, 1e-3, args.vision_lr_scale,
+                               args.eval_every or max(1, args.steps // 4))
+        evals = [(r["step"], r["eval/accuracy"]) for r in rows if r.get("eval/accuracy") is not None]
         results[tag] = {"sft_eval": evals, "final_accuracy": res["eval/accuracy"],
                         "probe_untrained": linear_probe(teacher, where),
                         "probe_after_sft": linear_probe(run / "final", where)}
         print(f"{tag}: {results[tag]}", flush=True)
     lines = [f"'What row and column is the <shape> in?' (9 cells, chance 0.11), difficulty-1 scenes, 4000 train / 100 "
-             f"held-out; teacher preset SFT {args.steps} steps, lr 1e-3, vision tower trained; tint span {args.cue_span}", "",
+             f"held-out; teacher preset SFT {args.steps} steps, lr 1e-3, "
+             f"{'vision tower frozen' if args.vision_lr_scale == 0 else f'vision tower at lr x {args.vision_lr_scale:g}'}; "
+             f"tint span {args.cue_span}", "",
              "| images | held-out accuracy during SFT | linear probe: cell from the shape's vision token (untrained / "
              "after SFT) |", "|---|---|---|"]
     for tag, r in results.items():
         lines.append(f"| {'position cues' if tag == 'cues' else 'plain'} | "
                      + ", ".join(f"{a:.2f} (step {s})" for s, a in r["sft_eval"])
                      + f" | {r['probe_untrained']:.2f} / {r['probe_after_sft']:.2f} |")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    (out / "report.json").write_text(json.dumps(results, indent=1))
+    print("\n".join(lines))
+    return results
+
+
+def vision(args) -> dict:
+    from uniopd_mm.synthetic import SyntheticSpec, generate
+
+    out, teacher = _teacher(args, "runs/diag_vision")
+    results = {}
+    for domain in args.domains.split(","):
+        data = out / f"data_{domain}"
+        if not (data / "test.jsonl").exists():
+            generate(SyntheticSpec(n_train=4000, n_test=100, domains=(domain,), levels=(1,), disjoint=True,
+                                   motion_solution="direction"), data, progress=False)
+        for scale in (1.0, 0.0):
+            _, rows = _fine_tune(teacher, out / f"sft_{domain}_vision{scale:g}", data, args.steps, args.lr, scale,
+                                 max(1, args.steps // 4))
+            results[f"{domain}, vision x{scale:g}"] = {
+                "evals": [(r["step"], r["eval/accuracy"]) for r in rows if r.get("eval/accuracy") is not None],
+                "last_loss": [r["train/loss"] for r in rows if r.get("train/loss") is not None][-1]}
+            print(domain, scale, results[f"{domain}, vision x{scale:g}"], flush=True)
+    lines = [f"teacher preset SFT on held-out difficulty-1 questions (4000 train / 100 test), {args.steps} steps, "
+             f"lr {args.lr:g}; vision tower trained at the language model's rate (x1) or frozen (x0)", "",
+             "| domain, vision tower | held-out accuracy during SFT | last training loss |", "|---|---|---|"]
+    for tag, r in results.items():
+        lines.append(f"| {tag} | " + ", ".join(f"{a:.2f} (step {s})" for s, a in r["evals"])
+                     + f" | {r['last_loss']:.3f} |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
     (out / "report.json").write_text(json.dumps(results, indent=1))
     print("\n".join(lines))
@@ -204,8 +254,16 @@ def main(argv=None):
     p.add_argument("--eval-every", type=int, default=None, help="default: a quarter of --steps")
     p.add_argument("--images", default="plain,cues", help="which arms: plain, cues or both")
     p.add_argument("--cue-span", type=int, default=60, help="SyntheticSpec.position_cue_span of the cues arm")
+    p.add_argument("--vision-lr-scale", type=float, default=1.0,
+                   help="the teacher's vision tower learning-rate scale (0 freezes it; 1.0 was session 9's setting)")
+    v = sub.add_parser("vision", help="the teacher fine-tuned with its vision tower trained and frozen")
+    v.add_argument("--out", type=Path, default=None, help="default: runs/diag_vision")
+    v.add_argument("--tiny", type=Path, default=Path("artifacts/tiny"))
+    v.add_argument("--steps", type=int, default=800)
+    v.add_argument("--lr", type=float, default=1e-3)
+    v.add_argument("--domains", default="motion,shapes-count", help="synthetic domains, one SFT pair each")
     args = ap.parse_args(argv)
-    return overfit(args) if args.cmd == "overfit" else position(args)
+    return {"overfit": overfit, "position": position, "vision": vision}[args.cmd](args)
 
 
 if __name__ == "__main__":

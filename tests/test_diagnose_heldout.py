@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import ablate  # noqa: E402
 import diagnose_heldout  # noqa: E402
@@ -54,3 +56,26 @@ def test_where_records_ask_for_the_named_shapes_cell(tmp_path):
     from uniopd_mm.synthetic import check_answer
 
     assert check_answer(got["meta"]["solution"], got["answer"]) is True
+
+
+def test_vision_trains_the_tower_in_one_arm_and_freezes_it_in_the_other(tiny_dir, tmp_path):
+    """The vision diagnostic at tiny size: one SFT with the teacher's vision tower trained, one with it frozen
+    (its weights equal the untrained preset's after the run, the other arm's do not), motion answers stating the
+    direction, and a table row per arm."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "vision"
+    results = diagnose_heldout.main(["vision", "--out", str(out), "--tiny", str(tiny_dir), "--steps", "2",
+                                     "--domains", "motion", "--lr", "1e-2"])
+    assert list(results) == ["motion, vision x1", "motion, vision x0"]
+    rec = json.loads((out / "data_motion" / "train.jsonl").read_text().splitlines()[0])
+    assert " row " not in rec["meta"]["solution"] and rec["meta"]["solution"].endswith(f"so {rec['answer']}")
+    before = load_file(str(tiny_dir / "qwen2_vl-teacher" / "model.safetensors"))
+    vision_keys = [k for k in before if "visual" in k]
+    assert vision_keys
+    for scale, same in (("1", False), ("0", True)):
+        after = load_file(str(out / f"sft_motion_vision{scale}" / "final" / "model.safetensors"))
+        unchanged = all(torch.equal(before[k], after[k]) for k in vision_keys)
+        assert unchanged is same, scale
+    table = (out / "report.md").read_text()
+    assert "| motion, vision x1 |" in table and "| motion, vision x0 |" in table
