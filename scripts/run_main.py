@@ -1,16 +1,19 @@
 """The main job (`make run`): build tiny models and data, make a teacher and a weak student, distil
-with Uni-OPD under DeepSpeed, evaluate on the test split, and write a report. Finished stages are cached.
+with Uni-OPD under DeepSpeed, evaluate on held-out questions, and write a report. Finished stages are cached.
 
-    python scripts/run_main.py [--out runs/main --steps 240 --fresh --cliff-check]
+    python scripts/run_main.py [--out runs/main --steps 1440 --fresh --no-cliff-check]
 
-Stages: 1 tiny models + synthetic data (by default colour questions about images and videos at difficulty 0,
-"circle: red, so red", where the test split repeats training questions; ``--level 1 --domains
-shapes-count,motion`` draws held-out counting and motion questions, not yet within the job's targets:
-docs/results.md), 2 SFT teacher (tiny Qwen2-VL teacher preset) and weak student (student preset, fewer
-steps), 3 greedy evaluation of both on the test split, 4 `deepspeed scripts/train_mm.py` with the uniopd_mm
-preset, 5 evaluation of the student, report.md / report.json / curves.png under --out. ``--cliff-check`` also
-makes students with 20% fewer and more SFT steps and another seed, and reports their starting accuracy (a weak
-student on a cliff would make the job's "before" figure an accident of its step count).
+Stages: 1 tiny models + synthetic data: by default counting questions about images ("red: circle square, so 2")
+and motion questions about videos ("blue triangle: up, so up") at difficulty 1 with disjoint splits (no test
+question and scene is in training); 2 SFT teacher (tiny Qwen2-VL teacher preset, 1500 steps on all 4000 training
+records) and weak student (student preset, 400 steps on only the first 64 records), the student's vision tower
+frozen like the teacher's (a random tiny tower trained at the language model's rate stops the model learning
+from it: docs/results.md); by default also students made with 20% fewer and more SFT steps and another seed,
+whose starting accuracy shows the weak student is not on a cliff of its step count; 3 greedy evaluation of both
+on the test split; 4 `deepspeed scripts/train_mm.py` with the uniopd_mm preset on all training prompts (no
+labels used); 5 evaluation of the student, report.md / report.json / curves.png under --out.
+``--level 0 --domains shapes-color,video-color`` gives the earlier colour job, whose test split repeats training
+questions (docs/results.md has its command).
 """
 
 from __future__ import annotations
@@ -30,23 +33,24 @@ os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 PIXELS = {"image_min_pixels": 784, "image_max_pixels": 50176, "video_min_pixels": 784, "video_max_pixels": 12544}
-DOMAINS = ("shapes-color", "video-color")
+DOMAINS = ("shapes-count", "motion")
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def sft_cfg(model, out, data, steps, lr, seed=0, vision_lr_scale=0.0):
+def sft_cfg(model, out, data, steps, lr, seed=0, vision_lr_scale=0.0, train="train.jsonl"):
     return {"name": Path(out).name, "output_dir": str(out), "seed": seed,
             "student": {"path": str(model), "family": "qwen2_vl", "processor": PIXELS},
-            "data": {"train_path": str(data / "train.jsonl"), "test_path": str(data / "test.jsonl")},
+            "data": {"train_path": str(data / train), "test_path": str(data / "test.jsonl")},
             "rollout": {"max_new_tokens": 24},
             "train": {"steps": steps, "prompts_per_step": 32, "micro_batch_size": 32, "lr": lr, "warmup_steps": 5,
                       "weight_decay": 0.0, "eval_every": steps, "vision_lr_scale": vision_lr_scale}}
 
 
-def cliff_check(out: Path, tiny: Path, data: Path, steps: int, vision_lr_scale: float, lr: float = 1e-3) -> dict[str, float]:
+def cliff_check(out: Path, tiny: Path, data: Path, steps: int, vision_lr_scale: float, lr: float = 1e-3,
+                train: str = "train.jsonl") -> dict[str, float]:
     """Greedy test accuracy of students made like the weak one with 20% fewer / more steps and with seed 1."""
     from uniopd_mm.config import load_config
     from uniopd_mm.sft import run_sft
@@ -57,7 +61,7 @@ def cliff_check(out: Path, tiny: Path, data: Path, steps: int, vision_lr_scale: 
         done = out / "cliff" / label.replace(" ", "_").replace(",", "") / "summary.json"
         if not done.exists():
             r = run_sft(load_config(None, [], base=sft_cfg(tiny / "qwen2_vl-student", done.parent, data, n, lr, seed,
-                                                           vision_lr_scale)))
+                                                           vision_lr_scale, train)))
             done.write_text(json.dumps({"accuracy": r["eval/accuracy"]}))
         res[label] = json.loads(done.read_text())["accuracy"]
     return res
@@ -68,21 +72,28 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=Path, default=Path("runs/main"))
     ap.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     ap.add_argument("--tiny", type=Path, default=None, help="tiny model presets (default: ARTIFACTS/tiny)")
-    ap.add_argument("--steps", type=int, default=240, help="Uni-OPD steps")
-    ap.add_argument("--teacher-steps", type=int, default=200)
-    ap.add_argument("--student-steps", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=1440, help="Uni-OPD steps")
+    ap.add_argument("--opd-lr", type=float, default=3e-4,
+                    help="peak learning rate of the Uni-OPD stage (cosine decay to a tenth)")
+    ap.add_argument("--teacher-steps", type=int, default=1500)
+    ap.add_argument("--student-steps", type=int, default=400)
     ap.add_argument("--domains", default=",".join(DOMAINS), help="synthetic domains")
-    ap.add_argument("--level", type=int, default=0,
+    ap.add_argument("--level", type=int, default=1,
                     help="synthetic difficulty; 0 repeats test questions in training, >= 1 draws disjoint splits")
-    ap.add_argument("--n-train", type=int, default=1000, help="synthetic training records")
-    ap.add_argument("--n-test", type=int, default=100, help="synthetic test records")
+    ap.add_argument("--n-train", type=int, default=4000, help="synthetic training records")
+    ap.add_argument("--student-records", type=int, default=64,
+                    help="fine-tune the weak student on only the first N training records (0: all of them); the Uni-OPD "
+                         "stage still distils on every training prompt")
+    ap.add_argument("--n-test", type=int, default=200, help="synthetic test records")
     ap.add_argument("--sft-vision-lr-scale", type=float, default=0.0,
                     help="vision tower learning-rate scale of the teacher and student SFT")
     ap.add_argument("--sft-lr", type=float, default=1e-3, help="learning rate of the teacher and student SFT")
     ap.add_argument("--position-cues", action="store_true",
                     help="tint each grid cell's background by its row and column (SyntheticSpec.position_cues)")
-    ap.add_argument("--cliff-check", action="store_true",
-                    help="also report students made with 20%% fewer / more SFT steps and another seed")
+    ap.add_argument("--motion-solution", choices=("cells", "direction"), default="direction",
+                    help="what a motion answer states (SyntheticSpec.motion_solution)")
+    ap.add_argument("--cliff-check", action=argparse.BooleanOptionalAction, default=True,
+                    help="also report students made with 20%% fewer / more SFT steps and another seed (about 45 s)")
     ap.add_argument("--fresh", action="store_true", help="rebuild every stage")
     ap.add_argument("overrides", nargs="*", help="dotted overrides for the Uni-OPD run (e.g. algo.loss=reverse_kl)")
     args = ap.parse_args(argv)
@@ -104,16 +115,23 @@ def main(argv=None) -> dict:
     data = out / "data"
     if not (data / "test.jsonl").exists():
         generate(SyntheticSpec(n_train=args.n_train, n_test=args.n_test, domains=tuple(args.domains.split(",")),
-                               levels=(args.level,), disjoint=args.level >= 1, position_cues=args.position_cues), data)
+                               levels=(args.level,), disjoint=args.level >= 1, position_cues=args.position_cues,
+                               motion_solution=args.motion_solution), data)
+    student_train = "train.jsonl"
+    if args.student_records and args.student_records < args.n_train:
+        student_train = f"train_first{args.student_records}.jsonl"
+        with open(data / "train.jsonl") as src:
+            head = [line for _, line in zip(range(args.student_records), src)]
+        (data / student_train).write_text("".join(head))
     summary = {}
     log("2/5 teacher and weak student by supervised fine-tuning")
-    for role, preset, steps in (("teacher", "qwen2_vl-teacher", args.teacher_steps),
-                                ("student", "qwen2_vl-student", args.student_steps)):
+    for role, preset, steps, train in (("teacher", "qwen2_vl-teacher", args.teacher_steps, "train.jsonl"),
+                                       ("student", "qwen2_vl-student", args.student_steps, student_train)):
         done = out / role / "summary.json"
         if not done.exists():
             t0 = time.time()
             res = run_sft(load_config(None, [], base=sft_cfg(tiny / preset, out / role, data, steps, args.sft_lr,
-                                                             vision_lr_scale=args.sft_vision_lr_scale)))
+                                                             vision_lr_scale=args.sft_vision_lr_scale, train=train)))
             acc = {k: v for k, v in res.items() if k.startswith("eval/")}
             done.write_text(json.dumps({"eval": acc, "seconds": time.time() - t0}))
         summary[role] = json.loads(done.read_text())
@@ -121,7 +139,7 @@ def main(argv=None) -> dict:
             f"({ {k.split('/')[-1]: round(v, 3) for k, v in summary[role]['eval'].items() if k.count('/') == 2} })")
     if args.cliff_check:
         summary["student_cliff"] = cliff_check(out, tiny, data, args.student_steps, args.sft_vision_lr_scale,
-                                               args.sft_lr)
+                                               args.sft_lr, student_train)
         log(f"   starting accuracy of nearby students: {summary['student_cliff']}")
     log("3/5 evaluation before distillation: see the numbers above (greedy, test split)")
     log("4/5 Uni-OPD with deepspeed scripts/train_mm.py")
@@ -140,7 +158,7 @@ def main(argv=None) -> dict:
            # (docs/results.md, the imperfect-teacher benchmark); the level-0 job keeps the preset's default
            "algo": {"preset": "uniopd_mm", **({"logratio_threshold": None} if args.level >= 1 else {})},
            "train": {"engine": "deepspeed", "zero_stage": 2, "steps": args.steps, "prompts_per_step": 16,
-                     "micro_batch_size": 64, "lr": 1e-3, "warmup_steps": 0, "weight_decay": 0.0,
+                     "micro_batch_size": 64, "lr": args.opd_lr, "warmup_steps": 0, "weight_decay": 0.0,
                      "lr_schedule": "cosine", "min_lr_ratio": 0.1,
                      "eval_every": max(1, args.steps // 6), "vision_lr_scale": 0.0, "save_every": 40,
                      "share_prompts": True}}
@@ -167,7 +185,8 @@ def main(argv=None) -> dict:
                                           "after": evals[-1].get(k)}
                        for k in summary["teacher"]["eval"] if k.count("/") == 2},
         "student_cliff": summary.get("student_cliff"), "data": {"domains": args.domains, "level": args.level,
-                                                                "disjoint": args.level >= 1},
+                                                                "disjoint": args.level >= 1,
+                                                                "student_sft_records": student_train},
         "opd_steps": args.steps, "reverse_kl_first": rows[1]["opd/reverse_kl"] if len(rows) > 1 else None,
         "reverse_kl_last": rows[-1].get("opd/reverse_kl"), "wall_seconds": time.time() - t_start,
         "machine": f"{os.cpu_count()} CPU cores", "date": time.strftime("%Y-%m-%d"),
@@ -182,7 +201,8 @@ def main(argv=None) -> dict:
           f"| student after Uni-OPD | {after:.3f} | " + " | ".join(f"{(v['after'] or 0):.3f}" for v in report["per_domain"].values()) + " |",
           "", f"gap closed: {report['gap_closed']:.2f}; {args.steps} steps; whole job {report['wall_seconds']:.0f} s; "
               f"test split: {args.domains} at difficulty {args.level}, "
-              f"{'disjoint from training' if args.level >= 1 else 'repeating training questions'}"]
+              f"{'disjoint from training' if args.level >= 1 else 'repeating training questions'}; weak student: "
+              f"{args.student_steps} SFT steps on {student_train}; Uni-OPD on all of train.jsonl"]
     if report["student_cliff"]:
         md.append("starting accuracy of nearby students: " + ", ".join(f"{k}: {v:.3f}" for k, v in report["student_cliff"].items()))
     (out / "report.md").write_text("\n".join(md) + "\n")
