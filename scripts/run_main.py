@@ -102,6 +102,18 @@ def main(argv=None) -> dict:
     if args.fresh:
         shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
+    # the cached data and SFT stages are only reused under the settings that made them (the Uni-OPD stage checks
+    # its own below); a folder from before this record existed is not trusted either
+    upstream = {k: getattr(args, k) for k in ("domains", "level", "n_train", "n_test", "position_cues",
+                                               "motion_solution", "teacher_steps", "student_steps",
+                                               "student_records", "sft_lr", "sft_vision_lr_scale")}
+    upstream["tiny"] = str(args.tiny or art / "tiny")
+    stages = out / "stages.json"
+    if (json.loads(stages.read_text()) if stages.exists() else None) != upstream and (out / "data").exists():
+        log("the data or SFT settings changed since the cached run: rebuilding every stage")
+        shutil.rmtree(out)
+        out.mkdir(parents=True)
+    stages.write_text(json.dumps(upstream, indent=1))
 
     from uniopd_mm.config import load_config
     from uniopd_mm.metrics import read_metrics

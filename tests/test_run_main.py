@@ -42,3 +42,11 @@ def test_run_main_small(tiny_dir, tmp_path, capsys):
     run_main.main(args + ["algo.preset=opd"])  # a changed setting runs Uni-OPD again
     assert "settings changed" in capsys.readouterr().out
     assert (ckpt / "COMPLETE").stat().st_mtime_ns != stamp
+    # a changed data or SFT setting rebuilds every stage, not just the one it names
+    student_stamp = (out / "student" / "summary.json").stat().st_mtime_ns
+    capsys.readouterr()
+    run_main.main(args[:-1] + ["6"])  # --student-records 6
+    assert "rebuilding every stage" in capsys.readouterr().out
+    assert not (data / "train_first5.jsonl").exists()
+    assert len((data / "train_first6.jsonl").read_text().splitlines()) == 6
+    assert (out / "student" / "summary.json").stat().st_mtime_ns != student_stamp
