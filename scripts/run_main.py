@@ -132,9 +132,10 @@ def main(argv=None) -> dict:
     student_train = "train.jsonl"
     if args.student_records and args.student_records < args.n_train:
         student_train = f"train_first{args.student_records}.jsonl"
-        with open(data / "train.jsonl") as src:
-            head = [line for _, line in zip(range(args.student_records), src)]
-        (data / student_train).write_text("".join(head))
+        if not (data / student_train).exists():  # cached with the data (stages.json keeps both current)
+            with open(data / "train.jsonl") as src:
+                head = [line for _, line in zip(range(args.student_records), src)]
+            (data / student_train).write_text("".join(head))
     summary = {}
     log("2/5 teacher and weak student by supervised fine-tuning")
     for role, preset, steps, train in (("teacher", "qwen2_vl-teacher", args.teacher_steps, "train.jsonl"),

@@ -289,7 +289,8 @@ def make_record(rng: np.random.Generator, domain: str, level: int, idx: str, out
         q, sol, ans = _image_question(rng, domain, scene)
         rel = f"images/{idx}.png"
         if out_dir is not None:
-            render_scene(scene, spec.cell, position_cues=spec.position_cues, cue_span=spec.position_cue_span).save(out_dir / rel, optimize=False)
+            img = render_scene(scene, spec.cell, position_cues=spec.position_cues, cue_span=spec.position_cue_span)
+            img.save(out_dir / rel, optimize=False)
         rec["messages"] = [{"role": "user", "content": [{"type": "image", "image": rel}, {"type": "text", "text": q}]}]
         rec["text_view"] = scene.describe()
         rec["meta"]["scene"] = {"grid": scene.grid, "objects": [o.__dict__ for o in scene.objects]}
