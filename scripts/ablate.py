@@ -323,7 +323,7 @@ def main(argv=None):
     ap.add_argument("--held-out", action="store_true",
                     help="level-1 questions with disjoint splits (test questions and scenes never seen in training); "
                          "changes the defaults below to --domains shapes-color --level 1 --n-train 4000 "
-                         "--teacher-steps 3000 --student-steps 300 --sft-vision-lr-scale 1 --logratio-threshold null")
+                         "--teacher-steps 3000 --student-steps 300 --logratio-threshold null")
     ap.add_argument("--domains", default=None,
                     help="synthetic domains (default shapes-color,video-color; --held-out: shapes-color, whose "
                          "teacher reaches ~1 within the setup's SFT steps; the multi-teacher row needs both)")
@@ -332,16 +332,18 @@ def main(argv=None):
     ap.add_argument("--student-steps", type=int, default=None, help="SFT steps making the weak student (default 100)")
     ap.add_argument("--n-train", type=int, default=None, help="synthetic training records (default 1000)")
     ap.add_argument("--n-test", type=int, default=100)
-    ap.add_argument("--sft-vision-lr-scale", type=float, default=None,
-                    help="vision tower learning-rate scale of the SFT making the teachers and the student (default 0)")
+    ap.add_argument("--sft-vision-lr-scale", type=float, default=0.0,
+                    help="vision tower learning-rate scale of the SFT making the teachers and the student (default 0: "
+                         "a random tiny tower trained at the language model's rate stops the model learning from it, "
+                         "docs/results.md; the held-out table of 2026-11-30 used 1)")
     ap.add_argument("--logratio-threshold", default=None,
                     help="algo.logratio_threshold of every OPD row ('null' turns the mask off; default: the preset's)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a dotted config override for every OPD row (repeatable), e.g. --set train.lr=1e-4")
     args = ap.parse_args(argv)
-    defaults = ({"level": 1, "n_train": 4000, "teacher_steps": 3000, "student_steps": 300, "sft_vision_lr_scale": 1.0,
+    defaults = ({"level": 1, "n_train": 4000, "teacher_steps": 3000, "student_steps": 300,
                  "logratio_threshold": "null", "domains": "shapes-color"} if args.held_out else
-                {"level": 0, "n_train": 1000, "teacher_steps": 200, "student_steps": 100, "sft_vision_lr_scale": 0.0,
+                {"level": 0, "n_train": 1000, "teacher_steps": 200, "student_steps": 100,
                  "domains": ",".join(DOMAINS)})
     for key, value in defaults.items():
         if getattr(args, key) is None:  # an explicit option wins

@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from ablate import base_cfg, cell, finish_report, interval, model_cfg, slug, teacher_labels  # noqa: E402  (shared helpers)
+from ablate import base_cfg, cell, finish_report, interval, model_cfg, slug, teacher_labels, time_to  # noqa: E402  (shared helpers)
 
 BLIND, SHOWN_AS = "blue", "green"  # the teacher learns "green" wherever the truth is "blue"
 TEACHER, SEQKD, OFFLINE = "teacher", "sft on teacher answers", "+offline balance"
@@ -215,13 +215,20 @@ def write_report(results: list[dict], info: dict, out: Path, args) -> list[str]:
              f"Budget {args.budget:.0f} s of training per row, seeds {seeds}, {os.cpu_count()} CPU cores, "
              f"{time.strftime('%Y-%m-%d')}. Means with 95% t-intervals over seeds.", "",
              "| row | accuracy | blind slice | per seed (overall / blind) | inversion rate (mean over training) | "
-             "mixed groups per step | steps |", "|---|---|---|---|---|---|---|"]
+             "mixed groups per step | steps | s to half the gap |", "|---|---|---|---|---|---|---|---|"]
+    # the speed comparison: first training second at which the overall accuracy closes half the student's gap to
+    # the teacher (mean over the seeds that reach it; the teacher and SFT rows have no curve)
+    half = info["student"]["accuracy"] + 0.5 * (info[TEACHER]["accuracy"] - info["student"]["accuracy"])
     for name, rs in by_row.items():
         rs = sorted(rs, key=lambda r: r["seed"])
         per_seed = " ; ".join(f"{r['acc']:.2f} / {r['blind']:.2f}" for r in rs if r["blind"] is not None)
+        times = [time_to([(p[0], p[1]) for p in r["curve"]], half) for r in rs if r.get("curve")]
+        reached = [t for t in times if t is not None]
+        t_half = "-" if not times else "not reached" if not reached else \
+            f"{sum(reached) / len(reached):.0f}" + ("" if len(reached) == len(times) else f" ({len(reached)}/{len(times)} seeds)")
         lines.append(f"| {name} | {cell([r['acc'] for r in rs])} | {cell([r['blind'] for r in rs])} | {per_seed} | "
                      f"{cell([r['inversion'] for r in rs])} | {cell([r.get('mixed_groups') for r in rs])} | "
-                     f"{cell([r['steps'] for r in rs], '.0f')} |")
+                     f"{cell([r['steps'] for r in rs], '.0f')} | {t_half} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps({"info": info, "budget": args.budget, "results": results}, indent=1))
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))

@@ -42,3 +42,29 @@ def test_quick_mode_runs_every_row_and_resumes(tiny_dir, tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert again.returncode == 0 and time.time() - t0 < 60, again.stderr[-2000:]
     assert json.loads((tmp_path / "bs" / "results.json").read_text())["results"] == res["results"]
+
+
+def test_report_times_half_the_gap_over_the_seeds_that_reach_it(tmp_path):
+    """The speed column: the first training second at which the overall accuracy reaches the student's start plus
+    half its gap to the teacher (here 0.6 + 0.5 * (0.8 - 0.6) = 0.7), averaged over the seeds that reach it."""
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from blindspot import TEACHER, write_report
+
+    info = {TEACHER: {"accuracy": 0.8, "blind": 0.0}, "student": {"accuracy": 0.6, "blind": 0.5}}
+    common = {"steps": 10, "inversion": None, "mixed_groups": None}
+    results = [
+        {"row": "teacher", "seed": 0, "acc": 0.8, "blind": 0.0, "curve": [], **common},
+        # reaches 0.7 at 20 s (0.65 at 10 s does not count)
+        {"row": "fast", "seed": 0, "acc": 0.72, "blind": 0.0, "curve": [[0, 0.6, 0.5], [10, 0.65, 0.0], [20, 0.72, 0.0]], **common},
+        {"row": "fast", "seed": 1, "acc": 0.7, "blind": 0.0, "curve": [[0, 0.6, 0.5], [14, 0.7, 0.0]], **common},  # 14 s
+        {"row": "fast", "seed": 2, "acc": 0.69, "blind": 0.0, "curve": [[0, 0.6, 0.5], [30, 0.69, 0.0]], **common},  # never
+        {"row": "slow", "seed": 0, "acc": 0.6, "blind": 0.5, "curve": [[0, 0.6, 0.5], [30, 0.6, 0.5]], **common},
+    ]
+    write_report(results, info, tmp_path, argparse.Namespace(budget=30))
+    rows = {line.split(" | ")[0].lstrip("| "): line.rstrip(" |").split(" | ")[-1]
+            for line in (tmp_path / "results.md").read_text().splitlines() if line.startswith("| ")}
+    assert rows["fast"] == "17 (2/3 seeds)"  # (20 + 14) / 2
+    assert rows["slow"] == "not reached"
+    assert rows["teacher"] == "-"
