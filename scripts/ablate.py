@@ -2,11 +2,11 @@
 budget of training, and is judged by greedy test accuracy against training time.
 
     python scripts/ablate.py [--out runs/ablate --budget 120 --seeds 0 --rows all]
-    python scripts/ablate.py --held-out --out runs/ablate_heldout --budget 90 --eval-every 60 --seeds 0,1,2
+    python scripts/ablate.py --held-out --out runs/ablate_heldout_frozen --budget 90 --eval-every 60 --seeds 0,1,2
 
 Setup (cached under --out): synthetic image and video colour questions (by default the level-0 `make run`
 task, whose test split repeats training questions; ``--held-out`` draws level-1 image colour questions with
-2-3 shapes and disjoint splits, trains the teacher with its vision tower, turns the log-ratio mask off, and
+2-3 shapes and disjoint splits, trains the teacher longer, turns the log-ratio mask off, and
 leaves out the two-expert row),
 a teacher made by SFT on both domains (the tiny qwen2_vl teacher preset), two expert teachers
 (one SFT'd on the image questions only, one on the video questions only) for the multi-teacher
