@@ -240,6 +240,17 @@ def time_to(curve, target):
     return next((t for t, a in curve if a >= target - 1e-9), None)
 
 
+def reach_cell(times: list) -> str:
+    """A table cell for per-seed ``time_to`` results: their mean over the seeds that reached the target (with the
+    count when not all did), "not reached", or "-" where no seed has a curve."""
+    reached = [t for t in times if t is not None]
+    if not times:
+        return "-"
+    if not reached:
+        return "not reached"
+    return f"{mean(reached):.0f}" + ("" if len(reached) == len(times) else f" ({len(reached)}/{len(times)} seeds)")
+
+
 def write_report(results, info, out: Path, args) -> list[str]:
     import matplotlib
 
@@ -264,10 +275,7 @@ def write_report(results, info, out: Path, args) -> list[str]:
              "", "| row | acc start | acc at budget | per seed | best acc | s to 90% of gap | steps | reverse KL (last 5) | "
              "inversion (last 5) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, rs in by_row.items():
-        times = [time_to(r["curves"]["eval"], r["acc_start"] + 0.9 * (teacher - r["acc_start"])) for r in rs]
-        reached = [t for t in times if t is not None]
-        t90 = f"{mean(reached):.0f}" + ("" if len(reached) == len(rs) else f" ({len(reached)}/{len(rs)} seeds)") \
-            if reached else "not reached"
+        t90 = reach_cell([time_to(r["curves"]["eval"], r["acc_start"] + 0.9 * (teacher - r["acc_start"])) for r in rs])
         per_seed = " / ".join(fmt(r["acc_end"], ".2f") for r in sorted(rs, key=lambda r: r["seed"]))
         lines.append(f"| {name} | {fmt(mean([r['acc_start'] for r in rs]))} | {cell([r['acc_end'] for r in rs])} | "
                      f"{per_seed} | {fmt(mean([r['acc_best'] for r in rs]))} | {t90} | {fmt(mean([r['steps'] for r in rs]), '.0f')} | "

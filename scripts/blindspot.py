@@ -49,7 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from ablate import base_cfg, cell, finish_report, interval, model_cfg, slug, teacher_labels, time_to  # noqa: E402  (shared helpers)
+from ablate import (  # noqa: E402  (shared helpers)
+    base_cfg, cell, finish_report, interval, model_cfg, reach_cell, slug, teacher_labels, time_to)
 
 BLIND, SHOWN_AS = "blue", "green"  # the teacher learns "green" wherever the truth is "blue"
 TEACHER, SEQKD, OFFLINE = "teacher", "sft on teacher answers", "+offline balance"
@@ -222,10 +223,7 @@ def write_report(results: list[dict], info: dict, out: Path, args) -> list[str]:
     for name, rs in by_row.items():
         rs = sorted(rs, key=lambda r: r["seed"])
         per_seed = " ; ".join(f"{r['acc']:.2f} / {r['blind']:.2f}" for r in rs if r["blind"] is not None)
-        times = [time_to([(p[0], p[1]) for p in r["curve"]], half) for r in rs if r.get("curve")]
-        reached = [t for t in times if t is not None]
-        t_half = "-" if not times else "not reached" if not reached else \
-            f"{sum(reached) / len(reached):.0f}" + ("" if len(reached) == len(times) else f" ({len(reached)}/{len(times)} seeds)")
+        t_half = reach_cell([time_to([(p[0], p[1]) for p in r["curve"]], half) for r in rs if r.get("curve")])
         lines.append(f"| {name} | {cell([r['acc'] for r in rs])} | {cell([r['blind'] for r in rs])} | {per_seed} | "
                      f"{cell([r['inversion'] for r in rs])} | {cell([r.get('mixed_groups') for r in rs])} | "
                      f"{cell([r['steps'] for r in rs], '.0f')} | {t_half} |")
