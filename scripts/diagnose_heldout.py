@@ -1,8 +1,10 @@
-"""Three diagnostics behind the held-out findings in docs/results.md.
+"""Diagnostics behind the held-out findings in docs/results.md.
 
     python scripts/diagnose_heldout.py overfit  --ablation runs/ablate_heldout [--prompts 16 --steps 60]
     python scripts/diagnose_heldout.py position --out runs/diag_position [--steps 1000 --vision-lr-scale 0]
     python scripts/diagnose_heldout.py vision   --out runs/diag_vision [--steps 800]
+    python scripts/diagnose_heldout.py capacity --main runs/main [--steps 1500]
+    python scripts/diagnose_heldout.py count-errors --model runs/main/opd/checkpoints/step_001440/hf --data runs/main/data
 
 ``overfit``: can each objective fit a handful of training prompts at all? The ablation's weak student is
 trained on the first ``--prompts`` training records (which are also its test set) with SFT on the ground-truth
@@ -19,6 +21,14 @@ cell at all? ``--cue-span 150 --images cues`` makes the tints 2.5 times as stron
 preset is fine-tuned on held-out difficulty-1 questions of each of ``--domains`` (motion answers state the
 direction, "blue triangle: up, so up") with the tower trained at the language model's learning rate and with the
 tower frozen; greedy held-out accuracy every quarter of ``--steps``.
+
+``capacity``: can ``make run``'s student preset learn the job at all? It is fine-tuned as the weak student is (the
+same settings, vision tower frozen) but on all of the job's training records with their labels; greedy held-out
+accuracy per domain every fifth of ``--steps``. A student that gets there by SFT and not by distillation is held
+back by the distillation signal, not by its size.
+
+``count-errors``: what kind of mistake a model makes on the counting test questions (greedy): "none" where
+shapes of the colour are present, a shape listed where there is none, too few or too many shapes listed.
 """
 
 from __future__ import annotations
@@ -238,6 +248,74 @@ def vision(args) -> dict:
     return results
 
 
+def capacity(args) -> dict:
+    import run_main
+    from uniopd_mm.config import load_config
+    from uniopd_mm.metrics import read_metrics
+    from uniopd_mm.sft import run_sft
+
+    data, out = args.main / "data", args.out or args.main.parent / (args.main.name + "_capacity")
+    if not (data / "train.jsonl").exists():
+        sys.exit(f"diagnose_heldout: no make-run data under {data} (run scripts/run_main.py first)")
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = run_main.sft_cfg(args.tiny / "qwen2_vl-student", out, data, args.steps, args.lr)
+    cfg["train"]["eval_every"] = max(1, args.steps // 5)
+    run_sft(load_config(None, [], base=cfg))
+    curve = [{k.split("/")[-1]: r[k] for k in r if k.startswith("eval/accuracy")} | {"step": r["step"]}
+             for r in read_metrics(out / "metrics.jsonl") if r.get("eval/accuracy") is not None]
+    for row in curve:
+        print(row, flush=True)
+    (out / "report.json").write_text(json.dumps(curve, indent=1))
+    return {"curve": curve}
+
+
+ERROR_KINDS = ("none, shapes present", "a shape, none present", "too few", "too many")
+
+
+def count_error_kind(response: str, solution: str) -> str | None:
+    """The kind of a counting answer's mistake, by the count it states ("red: circle, so 1" against "red: circle
+    square, so 2": too few); None when the counts agree, "unparsed" when the response is not of the form
+    "<colour>: <shapes>, so <n>"."""
+    import re
+
+    form = re.compile(r"^\s*(\w+):\s*(.*?),\s*so\s+(\d+)\s*$")
+    got, want = form.match(response), form.match(solution)
+    if want is None:
+        raise ValueError(f"not a counting solution: {solution!r}")
+    if got is None:
+        return "unparsed"
+    n_got, n_want = int(got.group(3)), int(want.group(3))
+    if n_got == n_want:
+        return None
+    if n_got == 0:
+        return "none, shapes present"
+    if n_want == 0:
+        return "a shape, none present"
+    return "too few" if n_got < n_want else "too many"
+
+
+def count_errors(args) -> dict:
+    import run_main
+    from uniopd_mm.config import load_config
+    from uniopd_mm.data import RejectLog, load_jsonl
+    from uniopd_mm.evaluate import evaluate
+    from uniopd_mm.models import load_model, load_processor
+    from uniopd_mm.rollout import make_rollout_engine
+
+    cfg = load_config(None, [], base=run_main.sft_cfg(args.model, args.data / "unused", args.data, 1, 1e-3))
+    model, proc = load_model(cfg.student).eval(), load_processor(cfg.student)
+    rollout = make_rollout_engine("hf", model=model, processor=proc, batch_size=64)
+    tests = [s for s in load_jsonl(args.data / "test.jsonl", False, RejectLog(None), False) if s.domain == "shapes-count"]
+    preds: list = []
+    acc = evaluate(rollout, proc, tests, cfg.rollout.max_new_tokens, predictions=preds)["eval/accuracy"]
+    solutions = {s.id: s.meta["solution"] for s in tests}
+    kinds = [count_error_kind(p["response"], solutions[p["id"]]) for p in preds]
+    tally = {k: kinds.count(k) for k in ERROR_KINDS + ("unparsed",)}
+    res = {"questions": len(tests), "accuracy": acc, "errors": sum(k is not None for k in kinds), "kinds": tally}
+    print(json.dumps(res))
+    return {**res, "records": [{**p, "kind": k} for p, k in zip(preds, kinds)]}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -262,8 +340,18 @@ def main(argv=None):
     v.add_argument("--steps", type=int, default=800)
     v.add_argument("--lr", type=float, default=1e-3)
     v.add_argument("--domains", default="motion,shapes-count", help="synthetic domains, one SFT pair each")
+    c = sub.add_parser("capacity", help="make run's student preset fine-tuned on all of the job's labelled records")
+    c.add_argument("--main", type=Path, default=Path("runs/main"), help="a finished scripts/run_main.py --out")
+    c.add_argument("--out", type=Path, default=None, help="default: <main>_capacity")
+    c.add_argument("--tiny", type=Path, default=Path("artifacts/tiny"))
+    c.add_argument("--steps", type=int, default=1500)
+    c.add_argument("--lr", type=float, default=1e-3)
+    e = sub.add_parser("count-errors", help="kinds of mistakes on the counting test questions")
+    e.add_argument("--model", type=Path, required=True, help="a Hugging Face checkpoint directory")
+    e.add_argument("--data", type=Path, default=Path("runs/main/data"))
     args = ap.parse_args(argv)
-    return {"overfit": overfit, "position": position, "vision": vision}[args.cmd](args)
+    return {"overfit": overfit, "position": position, "vision": vision, "capacity": capacity,
+            "count-errors": count_errors}[args.cmd](args)
 
 
 if __name__ == "__main__":

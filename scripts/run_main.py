@@ -11,9 +11,10 @@ frozen like the teacher's (a random tiny tower trained at the language model's r
 from it: docs/results.md); by default also students made with 20% fewer and more SFT steps and another seed,
 whose starting accuracy shows the weak student is not on a cliff of its step count; 3 greedy evaluation of both
 on the test split; 4 `deepspeed scripts/train_mm.py` with the uniopd_mm preset on all training prompts (no
-labels used); 5 evaluation of the student, report.md / report.json / curves.png under --out.
-``--level 0 --domains shapes-color,video-color`` gives the earlier colour job, whose test split repeats training
-questions (docs/results.md has its command).
+labels used; counting drawn 3 times as often as motion, rollouts sampled at temperature 1.5: docs/results.md says
+why); 5 evaluation of the student, report.md / report.json / curves.png under --out.
+``--level 0 --domains shapes-color,video-color --temperature 1`` gives the earlier colour job, whose test split
+repeats training questions (docs/results.md has its command).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 PIXELS = {"image_min_pixels": 784, "image_max_pixels": 50176, "video_min_pixels": 784, "video_max_pixels": 12544}
 DOMAINS = ("shapes-count", "motion")
+# motion is learned within about 700 Uni-OPD steps and counting is not learned in 1440, so counting gets 3 in 4 prompts
+DOMAIN_WEIGHTS = "shapes-count=3,motion=1"
 
 
 def log(msg: str) -> None:
@@ -67,6 +70,20 @@ def cliff_check(out: Path, tiny: Path, data: Path, steps: int, vision_lr_scale: 
     return res
 
 
+def parse_domain_weights(text: str) -> dict[str, float]:
+    """``"a=3,b=1"`` -> ``{"a": 3.0, "b": 1.0}``; ``""`` -> ``{}``."""
+    weights = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = pair.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or weights[name.strip()] < 0:
+            raise SystemExit(f"--domain-weights: {pair!r} is not domain=weight with a weight >= 0")
+    return weights
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/main"))
@@ -78,6 +95,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--teacher-steps", type=int, default=1500)
     ap.add_argument("--student-steps", type=int, default=400)
     ap.add_argument("--domains", default=",".join(DOMAINS), help="synthetic domains")
+    ap.add_argument("--domain-weights", default=None,
+                    help=f"sampling weight of each domain's prompts in the Uni-OPD stage, as domain=weight pairs (a domain "
+                         f"left out weighs 1; '' samples train.jsonl uniformly; default {DOMAIN_WEIGHTS} with the default "
+                         f"--domains, else '')")
+    ap.add_argument("--temperature", type=float, default=1.5,
+                    help="rollout temperature of the Uni-OPD stage (RECIPE's reference: 1.0)")
     ap.add_argument("--level", type=int, default=1,
                     help="synthetic difficulty; 0 repeats test questions in training, >= 1 draws disjoint splits")
     ap.add_argument("--n-train", type=int, default=4000, help="synthetic training records")
@@ -97,6 +120,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--fresh", action="store_true", help="rebuild every stage")
     ap.add_argument("overrides", nargs="*", help="dotted overrides for the Uni-OPD run (e.g. algo.loss=reverse_kl)")
     args = ap.parse_args(argv)
+    if args.domain_weights is None:
+        args.domain_weights = DOMAIN_WEIGHTS if args.domains == ",".join(DOMAINS) else ""
+    weights = parse_domain_weights(args.domain_weights)
+    if set(weights) - set(args.domains.split(",")):
+        raise SystemExit(f"--domain-weights names {sorted(set(weights) - set(args.domains.split(',')))}, "
+                         f"not among --domains {args.domains}")
     t_start = time.time()
     out, art = args.out, args.artifacts
     if args.fresh:
@@ -136,6 +165,15 @@ def main(argv=None) -> dict:
             with open(data / "train.jsonl") as src:
                 head = [line for _, line in zip(range(args.student_records), src)]
             (data / student_train).write_text("".join(head))
+    train_data = {"train_path": str(data / "train.jsonl")}
+    if weights:
+        train_data = {"mixture": []}
+        for domain in args.domains.split(","):
+            path = data / f"train_{domain}.jsonl"
+            if not path.exists():  # cached with the data
+                with open(data / "train.jsonl") as src:
+                    path.write_text("".join(line for line in src if json.loads(line)["domain"] == domain))
+            train_data["mixture"].append({"path": str(path), "weight": weights.get(domain, 1.0)})
     summary = {}
     log("2/5 teacher and weak student by supervised fine-tuning")
     for role, preset, steps, train in (("teacher", "qwen2_vl-teacher", args.teacher_steps, "train.jsonl"),
@@ -164,8 +202,10 @@ def main(argv=None) -> dict:
            "student": {"path": str(out / "student" / "final"), "family": "qwen2_vl", "processor": PIXELS},
            "teacher": {"path": str(out / "teacher" / "final"), "family": "qwen2_vl", "processor": PIXELS,
                        "share_prompts": True},
-           "data": {"train_path": str(data / "train.jsonl"), "test_path": str(data / "test.jsonl")},
-           "rollout": {"n": 4, "max_new_tokens": 24},
+           "data": {**train_data, "test_path": str(data / "test.jsonl")},
+           # 1.5, not RECIPE's 1.0: the weak student, fitted to 64 records, is sure of its wrong answers, and a token
+           # it never samples gets no reward (docs/results.md); pi_old from the rollout engine saves a forward pass
+           "rollout": {"n": 4, "max_new_tokens": 24, "temperature": args.temperature, "reuse_logprobs": True},
            # held-out data (level >= 1) needs the SFT teacher near-certain, and then its log ratio on a wrong student
            # token passes 10: the default log-ratio mask would drop exactly the tokens that carry the signal
            # (docs/results.md, the imperfect-teacher benchmark); the level-0 job keeps the preset's default
@@ -215,7 +255,8 @@ def main(argv=None) -> dict:
           "", f"gap closed: {report['gap_closed']:.2f}; {args.steps} steps; whole job {report['wall_seconds']:.0f} s; "
               f"test split: {args.domains} at difficulty {args.level}, "
               f"{'disjoint from training' if args.level >= 1 else 'repeating training questions'}; weak student: "
-              f"{args.student_steps} SFT steps on {student_train}; Uni-OPD on all of train.jsonl"]
+              f"{args.student_steps} SFT steps on {student_train}; Uni-OPD on all of train.jsonl"
+              + (f" (domain weights {args.domain_weights})" if weights else "") + f", temperature {args.temperature:g}"]
     if report["student_cliff"]:
         md.append("starting accuracy of nearby students: " + ", ".join(f"{k}: {v:.3f}" for k, v in report["student_cliff"].items()))
     (out / "report.md").write_text("\n".join(md) + "\n")

@@ -1,4 +1,5 @@
-"""scripts/diagnose_heldout.py: the overfit diagnostic end to end at tiny size, and the position questions."""
+"""scripts/diagnose_heldout.py: the overfit diagnostic end to end at tiny size, the position questions, the capacity
+probe and the counting-error kinds."""
 
 from __future__ import annotations
 
@@ -79,3 +80,33 @@ def test_vision_trains_the_tower_in_one_arm_and_freezes_it_in_the_other(tiny_dir
         assert unchanged is same, scale
     table = (out / "report.md").read_text()
     assert "| motion, vision x1 |" in table and "| motion, vision x0 |" in table
+
+
+def test_count_error_kinds_by_hand():
+    truth_two, truth_none = "red: circle square, so 2", "red: none, so 0"
+    assert diagnose_heldout.count_error_kind("red: square circle, so 2", truth_two) is None  # the count is what counts
+    assert diagnose_heldout.count_error_kind("red: none, so 0", truth_two) == "none, shapes present"
+    assert diagnose_heldout.count_error_kind("red: circle, so 1", truth_two) == "too few"
+    assert diagnose_heldout.count_error_kind("red: circle square triangle, so 3", truth_two) == "too many"
+    assert diagnose_heldout.count_error_kind("red: triangle, so 1", truth_none) == "a shape, none present"
+    assert diagnose_heldout.count_error_kind("two", truth_two) == "unparsed"
+
+
+def test_capacity_and_count_errors_on_a_tiny_main_job(tiny_dir, tmp_path):
+    """capacity fine-tunes the student preset on every training record of a make-run folder and logs per-domain
+    accuracy; count-errors sorts each wrong counting answer of that model into one kind."""
+    from uniopd_mm.synthetic import SyntheticSpec, generate
+
+    main = tmp_path / "main"
+    generate(SyntheticSpec(n_train=8, n_test=6, domains=("shapes-count", "motion"), levels=(1,),
+                           motion_solution="direction"), main / "data")
+    res = diagnose_heldout.main(["capacity", "--main", str(main), "--tiny", str(tiny_dir), "--steps", "5"])
+    assert [row["step"] for row in res["curve"]] == [1, 2, 3, 4, 5]
+    assert {"shapes-count", "motion", "accuracy"} <= set(res["curve"][-1])
+    counts = diagnose_heldout.main(["count-errors", "--model", str(tmp_path / "main_capacity" / "final"),
+                                    "--data", str(main / "data")])
+    n_count = sum(json.loads(line)["domain"] == "shapes-count" for line in open(main / "data" / "test.jsonl"))
+    assert counts["questions"] == n_count > 0
+    assert sum(counts["kinds"].values()) == counts["errors"] == sum(r["kind"] is not None for r in counts["records"])
+    # where the answer parses, a kind is given exactly where the verifier says wrong
+    assert all((r["kind"] is None) == (r["correct"] is True) for r in counts["records"] if r["kind"] != "unparsed")

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -30,7 +31,14 @@ def test_run_main_small(tiny_dir, tmp_path, capsys):
     # the weak student is fine-tuned on the first 5 training records only; Uni-OPD prompts from all of them
     assert (data / "train_first5.jsonl").read_text().splitlines() == (data / "train.jsonl").read_text().splitlines()[:5]
     assert report["data"]["student_sft_records"] == "train_first5.jsonl"
-    assert yaml.safe_load((out / "opd.yaml").read_text())["data"]["train_path"] == str(data / "train.jsonl")
+    # Uni-OPD samples counting 3 times as often as motion, from per-domain files that together are train.jsonl
+    opd_cfg = yaml.safe_load((out / "opd.yaml").read_text())
+    assert opd_cfg["data"]["mixture"] == [{"path": str(data / "train_shapes-count.jsonl"), "weight": 3.0},
+                                          {"path": str(data / "train_motion.jsonl"), "weight": 1.0}]
+    parts = [line for d in ("shapes-count", "motion") for line in (data / f"train_{d}.jsonl").read_text().splitlines()]
+    assert sorted(parts) == sorted((data / "train.jsonl").read_text().splitlines())
+    assert all(json.loads(line)["domain"] == "motion" for line in (data / "train_motion.jsonl").read_text().splitlines())
+    assert opd_cfg["rollout"]["temperature"] == 1.5
     assert json.loads((out / "report.json").read_text())["opd_steps"] == 2
     assert "| student after Uni-OPD |" in (out / "report.md").read_text()
     assert (out / "curves.png").stat().st_size > 1000
@@ -50,3 +58,23 @@ def test_run_main_small(tiny_dir, tmp_path, capsys):
     assert not (data / "train_first5.jsonl").exists()
     assert len((data / "train_first6.jsonl").read_text().splitlines()) == 6
     assert (out / "student" / "summary.json").stat().st_mtime_ns != student_stamp
+
+
+def test_domain_weights_parse_and_refuse_bad_pairs():
+    assert run_main.parse_domain_weights("shapes-count=3, motion=0.5") == {"shapes-count": 3.0, "motion": 0.5}
+    assert run_main.parse_domain_weights("") == {}
+    for bad in ("motion", "motion=x", "motion=-1"):
+        with pytest.raises(SystemExit, match="domain=weight"):
+            run_main.parse_domain_weights(bad)
+
+
+def test_uniform_sampling_without_domain_weights(tiny_dir, tmp_path):
+    out = tmp_path / "main"
+    run_main.main(["--out", str(out), "--tiny", str(tiny_dir), "--steps", "1", "--teacher-steps", "1", "--student-steps",
+                   "1", "--n-train", "8", "--n-test", "2", "--student-records", "4", "--no-cliff-check",
+                   "--domain-weights", "", "--temperature", "1"])
+    opd_cfg = yaml.safe_load((out / "opd.yaml").read_text())
+    assert opd_cfg["data"]["train_path"] == str(out / "data" / "train.jsonl") and "mixture" not in opd_cfg["data"]
+    assert opd_cfg["rollout"]["temperature"] == 1.0
+    with pytest.raises(SystemExit, match="not among --domains"):
+        run_main.main(["--out", str(out), "--tiny", str(tiny_dir), "--domain-weights", "shapes-color=2"])
