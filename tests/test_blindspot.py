@@ -68,3 +68,11 @@ def test_report_times_half_the_gap_over_the_seeds_that_reach_it(tmp_path):
     assert rows["fast"] == "17 (2/3 seeds)"  # (20 + 14) / 2
     assert rows["slow"] == "not reached"
     assert rows["teacher"] == "-"
+
+
+def test_rows_option_splits_on_commas_outside_parentheses():
+    from blindspot import ROWS, split_rows
+
+    names = split_rows("opd, uni-opd (text preset, delta 10),uni-opd (mm preset, lr 1e-4)")
+    assert names == ["opd", "uni-opd (text preset, delta 10)", "uni-opd (mm preset, lr 1e-4)"]
+    assert all(name in ROWS for name in names)
