@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -270,16 +271,14 @@ def capacity(args) -> dict:
 
 
 ERROR_KINDS = ("none, shapes present", "a shape, none present", "too few", "too many")
+COUNT_ANSWER = re.compile(r"^\s*(\w+):\s*(.*?),\s*so\s+(\d+)\s*$")  # "<colour>: <shapes>, so <n>"
 
 
 def count_error_kind(response: str, solution: str) -> str | None:
     """The kind of a counting answer's mistake, by the count it states ("red: circle, so 1" against "red: circle
     square, so 2": too few); None when the counts agree, "unparsed" when the response is not of the form
     "<colour>: <shapes>, so <n>"."""
-    import re
-
-    form = re.compile(r"^\s*(\w+):\s*(.*?),\s*so\s+(\d+)\s*$")
-    got, want = form.match(response), form.match(solution)
+    got, want = COUNT_ANSWER.match(response), COUNT_ANSWER.match(solution)
     if want is None:
         raise ValueError(f"not a counting solution: {solution!r}")
     if got is None:

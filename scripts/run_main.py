@@ -76,11 +76,12 @@ def parse_domain_weights(text: str) -> dict[str, float]:
     for pair in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = pair.partition("=")
         try:
-            weights[name.strip()] = float(value)
+            weight = float(value) if sep else -1.0
         except ValueError:
-            sep = ""
-        if not sep or weights[name.strip()] < 0:
+            weight = -1.0
+        if weight < 0:
             raise SystemExit(f"--domain-weights: {pair!r} is not domain=weight with a weight >= 0")
+        weights[name.strip()] = weight
     return weights
 
 
@@ -167,13 +168,15 @@ def main(argv=None) -> dict:
             (data / student_train).write_text("".join(head))
     train_data = {"train_path": str(data / "train.jsonl")}
     if weights:
-        train_data = {"mixture": []}
-        for domain in args.domains.split(","):
-            path = data / f"train_{domain}.jsonl"
-            if not path.exists():  # cached with the data
-                with open(data / "train.jsonl") as src:
-                    path.write_text("".join(line for line in src if json.loads(line)["domain"] == domain))
-            train_data["mixture"].append({"path": str(path), "weight": weights.get(domain, 1.0)})
+        paths = {domain: data / f"train_{domain}.jsonl" for domain in args.domains.split(",")}
+        if not all(path.exists() for path in paths.values()):  # cached with the data
+            by_domain = {domain: [] for domain in paths}
+            with open(data / "train.jsonl") as src:
+                for line in src:
+                    by_domain.setdefault(json.loads(line)["domain"], []).append(line)
+            for domain, path in paths.items():
+                path.write_text("".join(by_domain[domain]))
+        train_data = {"mixture": [{"path": str(path), "weight": weights.get(domain, 1.0)} for domain, path in paths.items()]}
     summary = {}
     log("2/5 teacher and weak student by supervised fine-tuning")
     for role, preset, steps, train in (("teacher", "qwen2_vl-teacher", args.teacher_steps, "train.jsonl"),
