@@ -39,6 +39,7 @@ def test_run_main_small(tiny_dir, tmp_path, capsys):
     assert sorted(parts) == sorted((data / "train.jsonl").read_text().splitlines())
     assert all(json.loads(line)["domain"] == "motion" for line in (data / "train_motion.jsonl").read_text().splitlines())
     assert opd_cfg["rollout"]["temperature"] == 1.5
+    assert (opd_cfg["rollout"]["n"], opd_cfg["train"]["prompts_per_step"]) == (2, 48)
     assert json.loads((out / "report.json").read_text())["opd_steps"] == 2
     assert "| student after Uni-OPD |" in (out / "report.md").read_text()
     assert (out / "curves.png").stat().st_size > 1000
