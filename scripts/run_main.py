@@ -53,14 +53,14 @@ def sft_cfg(model, out, data, steps, lr, seed=0, vision_lr_scale=0.0, train="tra
 
 
 def cliff_check(out: Path, tiny: Path, data: Path, steps: int, vision_lr_scale: float, lr: float = 1e-3,
-                train: str = "train.jsonl") -> dict[str, float]:
-    """Greedy test accuracy of students made like the weak one with 20% fewer / more steps and with seed 1."""
+                train: str = "train.jsonl", seeds: tuple[int, ...] = (1,)) -> dict[str, float]:
+    """Greedy test accuracy of students made like the weak one with 20% fewer / more steps and with each of ``seeds``."""
     from uniopd_mm.config import load_config
     from uniopd_mm.sft import run_sft
 
     res = {}
     for label, n, seed in ((f"{int(steps * 0.8)} steps", int(steps * 0.8), 0), (f"{int(steps * 1.2)} steps", int(steps * 1.2), 0),
-                           (f"{steps} steps, seed 1", steps, 1)):
+                           *((f"{steps} steps, seed {s}", steps, s) for s in seeds)):
         done = out / "cliff" / label.replace(" ", "_").replace(",", "") / "summary.json"
         if not done.exists():
             r = run_sft(load_config(None, [], base=sft_cfg(tiny / "qwen2_vl-student", done.parent, data, n, lr, seed,
@@ -118,9 +118,15 @@ def main(argv=None) -> dict:
                     help="what a motion answer states (SyntheticSpec.motion_solution)")
     ap.add_argument("--cliff-check", action=argparse.BooleanOptionalAction, default=True,
                     help="also report students made with 20%% fewer / more SFT steps and another seed (about 45 s)")
+    ap.add_argument("--cliff-seeds", default="1",
+                    help="seeds of the nearby students made like the weak one (comma-separated; the weak one is seed 0)")
     ap.add_argument("--fresh", action="store_true", help="rebuild every stage")
     ap.add_argument("overrides", nargs="*", help="dotted overrides for the Uni-OPD run (e.g. algo.loss=reverse_kl)")
     args = ap.parse_args(argv)
+    try:
+        cliff_seeds = tuple(int(x) for x in args.cliff_seeds.split(",") if x.strip())
+    except ValueError:
+        raise SystemExit(f"--cliff-seeds: {args.cliff_seeds!r} is not a comma-separated list of integers") from None
     if args.domain_weights is None:
         args.domain_weights = DOMAIN_WEIGHTS if args.domains == ",".join(DOMAINS) else ""
     weights = parse_domain_weights(args.domain_weights)
@@ -193,7 +199,7 @@ def main(argv=None) -> dict:
             f"({ {k.split('/')[-1]: round(v, 3) for k, v in summary[role]['eval'].items() if k.count('/') == 2} })")
     if args.cliff_check:
         summary["student_cliff"] = cliff_check(out, tiny, data, args.student_steps, args.sft_vision_lr_scale,
-                                               args.sft_lr, student_train)
+                                               args.sft_lr, student_train, cliff_seeds)
         log(f"   starting accuracy of nearby students: {summary['student_cliff']}")
     log("3/5 evaluation before distillation: see the numbers above (greedy, test split)")
     log("4/5 Uni-OPD with deepspeed scripts/train_mm.py")

@@ -40,6 +40,9 @@ def test_run_main_small(tiny_dir, tmp_path, capsys):
     assert all(json.loads(line)["domain"] == "motion" for line in (data / "train_motion.jsonl").read_text().splitlines())
     assert opd_cfg["rollout"]["temperature"] == 1.5
     assert (opd_cfg["rollout"]["n"], opd_cfg["train"]["prompts_per_step"]) == (2, 48)
+    # nearby students: 20% fewer / more SFT steps (int(2 * 0.8) = 1, int(2 * 1.2) = 2) and seed 1, each trained
+    assert set(report["student_cliff"]) == {"1 steps", "2 steps", "2 steps, seed 1"}
+    assert (out / "cliff" / "2_steps_seed_1" / "summary.json").exists()
     assert json.loads((out / "report.json").read_text())["opd_steps"] == 2
     assert "| student after Uni-OPD |" in (out / "report.md").read_text()
     assert (out / "curves.png").stat().st_size > 1000
@@ -77,5 +80,12 @@ def test_uniform_sampling_without_domain_weights(tiny_dir, tmp_path):
     opd_cfg = yaml.safe_load((out / "opd.yaml").read_text())
     assert opd_cfg["data"]["train_path"] == str(out / "data" / "train.jsonl") and "mixture" not in opd_cfg["data"]
     assert opd_cfg["rollout"]["temperature"] == 1.0
+    run_main.main(["--out", str(out), "--tiny", str(tiny_dir), "--steps", "1", "--teacher-steps", "1", "--student-steps",
+                   "5", "--n-train", "8", "--n-test", "2", "--student-records", "4", "--cliff-seeds", "1,2",
+                   "--domain-weights", "", "--temperature", "1"])  # more nearby students: a seed each
+    assert set(json.loads((out / "report.json").read_text())["student_cliff"]) == {
+        "4 steps", "6 steps", "5 steps, seed 1", "5 steps, seed 2"}
+    with pytest.raises(SystemExit, match="comma-separated list of integers"):
+        run_main.main(["--out", str(out), "--cliff-seeds", "1,x"])
     with pytest.raises(SystemExit, match="not among --domains"):
         run_main.main(["--out", str(out), "--tiny", str(tiny_dir), "--domain-weights", "shapes-color=2"])
