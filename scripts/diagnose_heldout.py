@@ -295,18 +295,18 @@ def count_error_kind(response: str, solution: str) -> str | None:
 
 def count_errors(args) -> dict:
     import run_main
-    from uniopd_mm.config import load_config
+    from uniopd_mm.config import ModelConfig, ProcessorConfig
     from uniopd_mm.data import RejectLog, load_jsonl
     from uniopd_mm.evaluate import evaluate
     from uniopd_mm.models import load_model, load_processor
     from uniopd_mm.rollout import make_rollout_engine
 
-    cfg = load_config(None, [], base=run_main.sft_cfg(args.model, args.data / "unused", args.data, 1, 1e-3))
-    model, proc = load_model(cfg.student).eval(), load_processor(cfg.student)
+    spec = ModelConfig(path=str(args.model), family="qwen2_vl", processor=ProcessorConfig(**run_main.PIXELS))
+    model, proc = load_model(spec).eval(), load_processor(spec)
     rollout = make_rollout_engine("hf", model=model, processor=proc, batch_size=64)
     tests = [s for s in load_jsonl(args.data / "test.jsonl", False, RejectLog(None), False) if s.domain == "shapes-count"]
     preds: list = []
-    acc = evaluate(rollout, proc, tests, cfg.rollout.max_new_tokens, predictions=preds)["eval/accuracy"]
+    acc = evaluate(rollout, proc, tests, run_main.MAX_NEW_TOKENS, predictions=preds)["eval/accuracy"]
     solutions = {s.id: s.meta["solution"] for s in tests}
     kinds = [count_error_kind(p["response"], solutions[p["id"]]) for p in preds]
     tally = {k: kinds.count(k) for k in ERROR_KINDS + ("unparsed",)}
