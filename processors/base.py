@@ -118,6 +118,25 @@ class ModalityProcessor:
         self.truncated.add(sample.key)
         return ids[-limit:], self.tokenizer.decode(ids[-limit:], skip_special_tokens=False)
 
+    def renders_like(self, other: "ModalityProcessor") -> bool:
+        """Whether ``other`` encodes every sample as this processor does, so the two may share encoded prompts:
+        the same family, view, options and chat-template arguments, the same Hugging Face processor settings
+        (image and video processors), chat template and tokenizer (for a fast tokenizer its whole definition:
+        vocabulary, merges, normaliser, added tokens)."""
+        if type(other) is not type(self) or (self.view, self.options, self.chat_template_kwargs) != \
+                (other.view, other.options, other.chat_template_kwargs):
+            return False
+        mine, theirs = getattr(self, "processor", None), getattr(other, "processor", None)
+        if (mine is None) != (theirs is None) or (mine is not None and mine.to_dict() != theirs.to_dict()):
+            return False
+        a, b = self.tokenizer, other.tokenizer
+        if getattr(mine, "chat_template", None) != getattr(theirs, "chat_template", None) or \
+                a.chat_template != b.chat_template or a.special_tokens_map != b.special_tokens_map:
+            return False
+        if hasattr(a, "backend_tokenizer") and hasattr(b, "backend_tokenizer"):
+            return a.backend_tokenizer.to_str() == b.backend_tokenizer.to_str()
+        return type(a) is type(b) and a.get_vocab() == b.get_vocab()
+
     def save_pretrained(self, directory) -> None:
         """Writes the tokenizer / processor files next to an exported model."""
         (getattr(self, "processor", None) or self.tokenizer).save_pretrained(directory)

@@ -92,6 +92,45 @@ def test_a_training_step_sharing_prompts(tiny_dir, synth_dir, tmp_path):
     assert all(r["rollout/logprob_mismatch"] < 1e-4 for r in rows)
 
 
+def test_a_teacher_that_renders_alike_reuses_the_students_encoded_prompts(tiny_dir, synth_dir, tmp_path, monkeypatch):
+    """The tiny Qwen2-VL teacher renders prompts as the student does, so a step encodes each prompt once (its
+    images decoded once) for both; with another pixel budget the teacher encodes its own, as its processor
+    alone would."""
+    from conftest import tiny_config
+
+    import processors.qwen2_vl as qwen2_vl
+    from processors import make_processor
+    from uniopd_mm.trainer import Trainer
+
+    calls = []
+    real = qwen2_vl.Processor.encode_prompt
+    monkeypatch.setattr(qwen2_vl.Processor, "encode_prompt",
+                        lambda self, sample: calls.append((self.options.image_max_pixels, sample.id)) or real(self, sample))
+    trainer = Trainer(tiny_config(tiny_dir, synth_dir, tmp_path / "alike"))
+    (teacher,) = trainer.teachers.values()
+    assert teacher.encode is trainer.prompts.encode
+    trainer.train_step()
+    drawn = trainer.seen_ids[0]
+    assert sorted(i for _, i in calls) == sorted(drawn)  # once each, by the one shared cache
+
+    calls.clear()
+    trainer = Trainer(tiny_config(tiny_dir, synth_dir, tmp_path / "other",
+                                  overrides=["teacher.processor.image_max_pixels=3136"]))
+    (teacher,) = trainer.teachers.values()
+    assert teacher.encode is not trainer.prompts.encode
+    trainer.train_step()
+    drawn = trainer.seen_ids[0]
+    assert sorted(i for px, i in calls if px == 50176) == sorted(drawn)  # the student's encodings
+    assert sorted(i for px, i in calls if px == 3136) == sorted(drawn)  # and the teacher's own
+    image = next(s for s in trainer.samples if s.id in drawn and s.modality == "image")
+    own = make_processor("qwen2_vl", str(tiny_dir / "qwen2_vl-teacher"), options=teacher.processor.options)
+    expected = own.encode_prompt(image)
+    got = teacher.encode(image)
+    assert got.prompt_ids == expected.prompt_ids
+    assert torch.equal(got.features["image_grid_thw"], expected.features["image_grid_thw"])
+    assert got.prompt_ids != trainer.prompts.encode(image).prompt_ids  # the two budgets do render this image apart
+
+
 def test_teacher_options_need_the_hf_backend():
     from uniopd_mm.config import TeacherConfig
     from uniopd_mm.config_base import ConfigError, from_dict

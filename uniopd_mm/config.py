@@ -283,10 +283,18 @@ class TrainConfig:
     eval_every: int = cfg(0, "greedy evaluation on data.test_path every N steps (0: off)", range=(0, None))
     eval_samples: int | None = cfg(None, "evaluate on the first N test records (None: all)", range=(1, None))
     prompt_cache: int = cfg(4096, "encoded prompts kept in memory (images are decoded once)", range=(0, None))
+    vision_cache: int = cfg(0, "keep the vision features of this many images / videos for each frozen vision tower "
+                               "(the student's with vision_lr_scale 0, each HF teacher's), so an image runs through "
+                               "a tower once; 0: off. Qwen2-VL and Qwen2.5-VL, not under ZeRO-3", range=(0, None))
 
     def __post_init__(self):
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"betas: need two values in [0, 1), got {self.betas}")
+
+    @property
+    def zero3(self) -> bool:
+        """Whether DeepSpeed partitions the student's parameters across ranks (ZeRO-3)."""
+        return self.engine == "deepspeed" and self.zero_stage == 3
 
 
 @dataclass(kw_only=True)

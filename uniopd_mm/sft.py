@@ -22,7 +22,7 @@ from .data import (DataError, PromptCache, PromptSampler, RejectLog, Sample, Ste
                    rank_file)
 from .evaluate import evaluate
 from .metrics import MetricsLogger
-from .models import load_model, load_processor, response_logprobs
+from .models import cache_frozen_vision, load_model, load_processor, response_logprobs
 from .rollout import make_rollout_engine
 from .training import make_training_engine
 from .training.base import even_micro_batches, micro_batch_rows
@@ -47,6 +47,7 @@ def run_sft(cfg: Config) -> dict:
         raise ValueError("data.train_path: SFT reads one JSONL (data mixtures are for distillation)")
     out = Path(cfg.output_dir)
     engine = make_training_engine(cfg.train.engine, model_loader=lambda: load_model(cfg.student), train_cfg=cfg.train)
+    cache_frozen_vision(engine.module, cfg.train.vision_cache, "student", partitioned=cfg.train.zero3)
     main = engine.rank == 0
     if main:
         out.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ from .data import (DataError, PromptCache, RejectLog, StepPrompts, data_error_na
 from .evaluate import evaluate
 from .metrics import (MetricsLogger, Timer, pad_rows, per_teacher_metrics, rejects_metrics, rollout_sums,
                       step_metrics)
-from .models import load_model, load_processor, model_device, response_logprobs
+from .models import cache_frozen_vision, load_model, load_processor, model_device, response_logprobs
 from .objective import global_normalizer, micro_batch_loss
 from .rollout import SamplingParams, make_rollout_engine
 from .teacher import TeacherScores
@@ -66,6 +66,7 @@ class Trainer:
         self.engine = make_training_engine(cfg.train.engine, model_loader=lambda: load_model(cfg.student),
                                            train_cfg=cfg.train)
         self.rank, self.world = self.engine.rank, self.engine.world_size
+        cache_frozen_vision(self.engine.module, cfg.train.vision_cache, "student", partitioned=cfg.train.zero3)
         self.is_main = self.rank == 0
         torch.manual_seed(cfg.seed * 1000 + self.rank)
         if self.is_main:
@@ -90,8 +91,10 @@ class Trainer:
                 print(f"{log.total} test records rejected: see {log.path}")
         self.student_proc = load_processor(cfg.student)
         self.suppressed = self.student_proc.suppressed_token_ids
+        # one cache of encoded prompts for the student and every local teacher that renders prompts alike
+        prompt_cache = PromptCache(cfg.train.prompt_cache, self.student_proc.encode_prompt)
         # teachers are loaded once; each prompt is scored by exactly one of them
-        self.teachers = {name: teacher_from_config(name, t, cfg, self.student_proc)
+        self.teachers = {name: teacher_from_config(name, t, cfg, self.student_proc, prompt_cache)
                          for name, t in cfg.teacher_registry.items()}
         self.ref_model = None
         if cfg.algo.kl_coef > 0:
@@ -106,8 +109,8 @@ class Trainer:
         r = cfg.rollout
         self.sampling = SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
                                        max_new_tokens=r.max_new_tokens)
-        self.prompts = StepPrompts(self.samples, sampler, PromptCache(cfg.train.prompt_cache, self.student_proc.encode_prompt),
-                                   self.rejects, cfg.data.strict, self.rank, self.world, check=self.teacher_of)
+        self.prompts = StepPrompts(self.samples, sampler, prompt_cache, self.rejects, cfg.data.strict, self.rank,
+                                   self.world, check=self.teacher_of)
         self.step = 0
         self.logger = None
         if self.is_main:

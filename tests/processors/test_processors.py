@@ -171,6 +171,30 @@ def test_text_family_on_text_records(tiny_dir, synth_samples):
     assert (left["attention_mask"][:, -1] == 1).all()  # left padding: the last column is real
 
 
+def test_processors_that_render_alike(tiny_dir, tiny_processor_options, tmp_path):
+    """Encoded prompts may be shared only between processors that render every sample alike: the tiny Qwen2-VL
+    student and teacher (one tokenizer, one chat template) under the same options; not under another pixel
+    budget, another chat template (the teacher that opens an empty think block), another family or a tokenizer
+    with one more token."""
+    from dataclasses import replace
+
+    from transformers import AutoProcessor
+
+    def proc(name, family="qwen2_vl", options=tiny_processor_options):
+        return make_processor(family, str(tiny_dir / name if isinstance(name, str) else name), options=options)
+
+    student = proc("qwen2_vl-student")
+    assert student.renders_like(proc("qwen2_vl-teacher"))
+    assert not student.renders_like(proc("qwen2_vl-teacher", options=replace(tiny_processor_options,
+                                                                              image_max_pixels=112 * 112)))
+    assert not student.renders_like(proc("qwen2_vl-teacher-think"))
+    assert not student.renders_like(proc("qwen2_5_vl-teacher", family="qwen2_5_vl"))
+    extra = AutoProcessor.from_pretrained(tiny_dir / "qwen2_vl-student")
+    assert extra.tokenizer.add_tokens(["zebra"]) == 1
+    extra.save_pretrained(tmp_path / "extra")
+    assert not student.renders_like(proc(tmp_path / "extra"))
+
+
 def test_unknown_family():
     with pytest.raises(ValueError, match="unknown processor family"):
         make_processor("llava", "/nowhere")

@@ -107,9 +107,9 @@ def forward_sharing_prompts(model, batch: dict, first: torch.Tensor, inverse: to
 
     The prompts (rows ``first``, left-padded, width P, with their visual inputs) run with a KV cache;
     the cache is indexed out to every row (``inverse``); the response columns then run on it with the
-    whole [B, P+T] attention mask. Positions are the full forward's (a Qwen-VL's M-RoPE positions are
-    computed for the whole batch first and sliced), so the outputs equal the full forward's (to float
-    rounding). Gradients flow through the shared prompt states. Returns (the prompt forward's output
+    whole [B, P+T] attention mask. Positions are the full forward's at every response token (a Qwen-VL's M-RoPE positions are
+    computed once per distinct prompt, by the model's own function, and indexed out), so the outputs equal the
+    full forward's at those tokens (to float rounding). Gradients flow through the shared prompt states. Returns (the prompt forward's output
     [U rows], the response forward's output [B rows]): the output at column P-1 (the prompt's last)
     predicts the first response token, the response columns' outputs the rest. ``call``: what runs
     the forward (default ``model``; a compiled backbone).
@@ -126,7 +126,16 @@ def forward_sharing_prompts(model, batch: dict, first: torch.Tensor, inverse: to
         ends = sizes.cumsum(0).tolist()
         parts = [batch[key][ends[r] - int(sizes[r]): ends[r]] for r in first.tolist()]
         prompt[key] = torch.cat(parts, 0)
-    positions = mrope_positions(model, batch)
+    positions = None
+    if mrope_module(model) is not None:
+        # each distinct prompt's positions computed once, over the prompt and a response attended in full: a
+        # row's response tokens are text, so its valid ones continue the prompt's positions as in the full
+        # forward; a padded response column gets another position, but no valid token attends to it
+        rows = {**prompt, "input_ids": ids[first],
+                "attention_mask": torch.cat([mask[first, :width], torch.ones_like(mask[first, width:])], 1)}
+        if "mm_token_type_ids" in batch:
+            rows["mm_token_type_ids"] = batch["mm_token_type_ids"][first]
+        positions = mrope_positions(model, rows)[:, inverse]
     response = {}
     if positions is not None:
         prompt["position_ids"] = positions[:, first, :width]

@@ -41,11 +41,12 @@ class HFTeacher(TeacherScorer):
                  temperature: float = 1.0, chunk_size: int = 256, suppressed_ids=None, prompt_cache: int = 4096,
                  student_tokenizer=None, shared_vocab: bool | None = None, strip_response_prefix: str | None = None,
                  device: str | None = None, offload_when_idle: bool = False, compile: bool = False,
-                 share_prompts: bool = False):
+                 share_prompts: bool = False, prompts: PromptCache | None = None):
         self.model, self.processor, self.name = model.eval(), processor, name
         self.micro_batch_size, self.temperature, self.chunk_size = micro_batch_size, temperature, chunk_size
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
-        self.encode = PromptCache(prompt_cache, processor.encode_prompt)
+        # ``prompts``: an encoded-prompt cache to share (the student's, when the two processors render alike)
+        self.encode = prompts if prompts is not None else PromptCache(prompt_cache, processor.encode_prompt)
         self.student_tokenizer = student_tokenizer or processor.tokenizer
         if shared_vocab is None:
             shared_vocab = self.student_tokenizer.get_vocab() == processor.tokenizer.get_vocab()

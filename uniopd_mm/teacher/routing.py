@@ -10,11 +10,19 @@ from . import make_teacher
 from .base import TeacherScores
 
 
-def teacher_from_config(name: str, t, cfg, student_proc):
-    """One scorer for teacher config ``t``: a local HF model, a local vLLM engine, or a server."""
-    from ..models import load_model, load_processor
+def teacher_from_config(name: str, t, cfg, student_proc, student_prompts=None):
+    """One scorer for teacher config ``t``: a local HF model, a local vLLM engine, or a server.
 
-    common = dict(processor=load_processor(t), name=name, micro_batch_size=t.batch_size or cfg.train.micro_batch_size,
+    ``student_prompts``: the student's encoded-prompt cache, which a local HF teacher whose processor renders
+    every sample as the student's does (``renders_like``) uses instead of encoding each prompt again (its
+    truncated prompts are then the student's)."""
+    from ..models import cache_frozen_vision, load_model, load_processor
+
+    processor = load_processor(t)
+    shared = student_prompts if t.backend == "hf" and processor.renders_like(student_proc) else None
+    if shared is not None:
+        processor.truncated = student_proc.truncated
+    common = dict(processor=processor, name=name, micro_batch_size=t.batch_size or cfg.train.micro_batch_size,
                   prompt_cache=cfg.train.prompt_cache, student_tokenizer=student_proc.tokenizer,
                   shared_vocab=t.shared_vocab, strip_response_prefix=t.strip_response_prefix)
     if t.backend == "served":
@@ -22,10 +30,12 @@ def teacher_from_config(name: str, t, cfg, student_proc):
                             retries=t.retries, **common)
     if t.backend == "vllm":
         return make_teacher("vllm", model=t.path, engine_kwargs=t.vllm.engine_kwargs(), **common)
-    return make_teacher("hf", model=load_model(t, frozen=True), temperature=cfg.rollout.temperature,
+    model = load_model(t, frozen=True)
+    cache_frozen_vision(model, cfg.train.vision_cache, f"teacher {name}")
+    return make_teacher("hf", model=model, temperature=cfg.rollout.temperature,
                         suppressed_ids=student_proc.suppressed_token_ids, device=t.device,
                         offload_when_idle=t.offload_when_idle, compile=t.compile, share_prompts=t.share_prompts,
-                        **common)
+                        prompts=shared, **common)
 
 
 def score_routed(teachers: dict, samples, responses, routes: list[str], width: int, topk: int = 0,
