@@ -4,7 +4,7 @@
     python scripts/diagnose_heldout.py position --out runs/diag_position [--steps 1000 --vision-lr-scale 0]
     python scripts/diagnose_heldout.py vision   --out runs/diag_vision [--steps 800]
     python scripts/diagnose_heldout.py capacity --main runs/main [--steps 1500]
-    python scripts/diagnose_heldout.py count-errors --model runs/main/opd/checkpoints/step_000900/hf --data runs/main/data
+    python scripts/diagnose_heldout.py count-errors --model runs/main/opd/checkpoints/step_001200/hf --data runs/main/data
 
 ``overfit``: can each objective fit a handful of training prompts at all? The ablation's weak student is
 trained on the first ``--prompts`` training records (which are also its test set) with SFT on the ground-truth

@@ -40,6 +40,8 @@ def test_run_main_small(tiny_dir, tmp_path, capsys):
     assert all(json.loads(line)["domain"] == "motion" for line in (data / "train_motion.jsonl").read_text().splitlines())
     assert opd_cfg["rollout"]["temperature"] == 1.5
     assert (opd_cfg["rollout"]["n"], opd_cfg["train"]["prompts_per_step"]) == (2, 48)
+    # the frozen towers' features are kept for every training and test image (train.vision_cache)
+    assert opd_cfg["train"]["vision_cache"] >= 4000 + 200
     # nearby students: 20% fewer / more SFT steps (int(2 * 0.8) = 1, int(2 * 1.2) = 2) and seed 1, each trained
     assert set(report["student_cliff"]) == {"1 steps", "2 steps", "2 steps, seed 1"}
     assert (out / "cliff" / "2_steps_seed_1" / "summary.json").exists()
