@@ -8,7 +8,7 @@ from .scoring import (base_and_head, cache_kwarg, forward_sharing_prompts, hf_mo
                       prompt_groups, response_logits, response_logprobs, score_response_tokens)
 from .vision_cache import VisionFeatureCache, cache_frozen_vision
 
-__all__ = ["CompiledOrEager", "VisionFeatureCache", "base_and_head", "cache_frozen_vision", "cache_kwarg", "check_checkpoint", "forward_sharing_prompts",
-           "frozen_config", "hf_model", "load_frozen", "load_model", "load_processor", "model_device",
+__all__ = ["CompiledOrEager", "VisionFeatureCache", "base_and_head", "cache_frozen_vision", "cache_kwarg",
+           "check_checkpoint", "forward_sharing_prompts", "frozen_config", "hf_model", "load_frozen", "load_model", "load_processor", "model_device",
            "mrope_module", "mrope_positions", "prompt_groups", "response_logits", "response_logprobs",
            "score_response_tokens", "to_device", "whole_weights"]

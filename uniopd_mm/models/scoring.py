@@ -107,10 +107,11 @@ def forward_sharing_prompts(model, batch: dict, first: torch.Tensor, inverse: to
 
     The prompts (rows ``first``, left-padded, width P, with their visual inputs) run with a KV cache;
     the cache is indexed out to every row (``inverse``); the response columns then run on it with the
-    whole [B, P+T] attention mask. Positions are the full forward's at every response token (a Qwen-VL's M-RoPE positions are
-    computed once per distinct prompt, by the model's own function, and indexed out), so the outputs equal the
-    full forward's at those tokens (to float rounding). Gradients flow through the shared prompt states. Returns (the prompt forward's output
-    [U rows], the response forward's output [B rows]): the output at column P-1 (the prompt's last)
+    whole [B, P+T] attention mask. Positions are the full forward's at every response token (a Qwen-VL's
+    M-RoPE positions are computed once per distinct prompt, by the model's own function, and indexed out),
+    so the outputs equal the full forward's at those tokens (to float rounding). Gradients flow through the
+    shared prompt states. Returns (the prompt forward's output [U rows], the response forward's output
+    [B rows]): the output at column P-1 (the prompt's last)
     predicts the first response token, the response columns' outputs the rest. ``call``: what runs
     the forward (default ``model``; a compiled backbone).
     """
