@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import ModalityProcessor, PromptInputs, collate, model_inputs, text_view_messages
+from .base import ModalityProcessor, PromptInputs, collate, model_inputs, prompt_nbytes, text_view_messages
 
 FAMILIES = {
     "qwen2_vl": "processors.qwen2_vl",
@@ -26,4 +26,4 @@ def make_processor(family: str, path: str, view: str = "pixels", options=None,
     return module.Processor(path, view=view, options=options, chat_template_kwargs=chat_template_kwargs)
 
 
-__all__ = ["FAMILIES", "ModalityProcessor", "PromptInputs", "collate", "make_processor", "model_inputs", "text_view_messages"]
+__all__ = ["FAMILIES", "ModalityProcessor", "PromptInputs", "collate", "make_processor", "model_inputs", "prompt_nbytes", "text_view_messages"]

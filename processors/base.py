@@ -10,7 +10,10 @@ which is what the model's processor returns for the same batch.
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -64,6 +67,10 @@ class ModalityProcessor:
 
     family: str = ""
     is_multimodal: bool = False
+    # keep each prompt's sized images / frames (``PromptInputs.multi_modal_data``): a vLLM engine needs them, an
+    # HF model reads the pixel tensors alone, and a cache of encoded prompts would hold both (the trainer turns
+    # it off where no vLLM engine reads the prompts)
+    keep_media: bool = True
 
     def __init__(self, path: str, view: View = "pixels", options=None, chat_template_kwargs: dict | None = None):
         self.path, self.view = str(path), view
@@ -88,9 +95,46 @@ class ModalityProcessor:
 
     @property
     def eos_token_ids(self) -> list[int]:
-        ids = {self.tokenizer.convert_tokens_to_ids("<|im_end|>"), self.tokenizer.eos_token_id}
+        """Every token that ends a response: the chat template's end of turn, the tokenizer's EOS, ``<|im_end|>``
+        and the checkpoint's ``generation_config.json`` EOS ids (Qwen instruct: ``<|im_end|>`` and
+        ``<|endoftext|>``)."""
+        ids = {self.tokenizer.convert_tokens_to_ids("<|im_end|>"), self.tokenizer.eos_token_id, self.end_of_turn_id,
+               *self.generation_eos_ids}
         unk = self.tokenizer.unk_token_id
         return sorted(i for i in ids if i is not None and i != unk)
+
+    @functools.cached_property
+    def generation_eos_ids(self) -> list[int]:
+        """``eos_token_id`` of the checkpoint's ``generation_config.json`` (a local folder's; [] without one)."""
+        path = Path(self.path) / "generation_config.json"
+        if not path.is_file():
+            return []
+        eos = json.loads(path.read_text()).get("eos_token_id")
+        return [int(i) for i in (eos if isinstance(eos, list) else [eos]) if i is not None]
+
+    @functools.cached_property
+    def end_of_turn_id(self) -> int | None:
+        """The token this model's chat template closes an assistant turn with (``<|im_end|>`` for Qwen and SmolLM2,
+        ``<|eot_id|>`` for Llama 3, ``<end_of_turn>`` for Gemma): the first special token after an assistant
+        message's text, else the tokenizer's EOS."""
+        marker = "UNIOPD_TURN_MARKER"
+        tok = self.tokenizer
+        render = getattr(getattr(self, "processor", None), "apply_chat_template", None) or tok.apply_chat_template
+        text = None
+        for content in ([{"type": "text", "text": "hi"}], "hi"):
+            answer = [{"type": "text", "text": marker}] if isinstance(content, list) else marker
+            try:
+                text = render([{"role": "user", "content": content}, {"role": "assistant", "content": answer}],
+                              tokenize=False, **self.chat_template_kwargs)
+                break
+            except Exception:  # noqa: BLE001 - a template that takes only string (or only list) content
+                continue
+        if text and marker in text:
+            special = set(tok.all_special_ids) | set(getattr(tok, "added_tokens_decoder", {}) or {})
+            for i in tok(text.split(marker, 1)[1], add_special_tokens=False)["input_ids"]:
+                if i in special:
+                    return int(i)
+        return tok.eos_token_id
 
     @property
     def suppressed_token_ids(self) -> list[int]:
@@ -137,6 +181,12 @@ class ModalityProcessor:
             return a.backend_tokenizer.to_str() == b.backend_tokenizer.to_str()
         return type(a) is type(b) and a.get_vocab() == b.get_vocab()
 
+    def prompt_cache(self, limit: int, max_bytes: int | None = None):
+        """A cache of this processor's encoded prompts (``data.PromptCache``), bounded in entries and bytes."""
+        from uniopd_mm.data import PromptCache
+
+        return PromptCache(limit, self.encode_prompt, max_bytes, prompt_nbytes)
+
     def save_pretrained(self, directory) -> None:
         """Writes the tokenizer / processor files next to an exported model."""
         (getattr(self, "processor", None) or self.tokenizer).save_pretrained(directory)
@@ -151,6 +201,19 @@ class ModalityProcessor:
     def training_batch(self, prompts: list[PromptInputs], responses: list[list[int]]) -> dict[str, torch.Tensor]:
         """Prompt (left-padded) + response (right-padded), with ``responses`` and ``response_mask`` [B, T]."""
         return collate(prompts, responses, self.pad_token_id)
+
+
+def prompt_nbytes(prompt: PromptInputs) -> int:
+    """The memory an encoded prompt holds: its token ids, visual tensors and raw media (PIL images, frames)."""
+    total = 8 * len(prompt.prompt_ids) + sum(t.numel() * t.element_size() for t in prompt.features.values())
+    for items in prompt.multi_modal_data.values():
+        for item in items:
+            frames = item[0] if isinstance(item, tuple) else item
+            if hasattr(frames, "nbytes"):  # numpy frames
+                total += int(frames.nbytes)
+            elif hasattr(frames, "size") and hasattr(frames, "getbands"):  # a PIL image
+                total += frames.size[0] * frames.size[1] * len(frames.getbands())
+    return total
 
 
 def collate(prompts: list[PromptInputs], responses: list[list[int]] | None, pad_id: int,

@@ -108,9 +108,9 @@ class Processor(ModalityProcessor):
         if tt is not None:
             tt = tt[:, -len(ids):]
         mm_data = {}
-        if images:
+        if images and self.keep_media:
             mm_data["image"] = list(images)
-        if kwargs.get("videos"):
+        if kwargs.get("videos") and self.keep_media:
             frames = [v.permute(0, 2, 3, 1).round().clamp(0, 255).byte().numpy() for v in kwargs["videos"]]
             # vLLM takes each video as (frames, metadata) where the model needs the timing (Qwen2.5-VL,
             # Qwen3-VL): the frames are sampled already, so vLLM must not sample again

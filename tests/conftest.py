@@ -61,6 +61,17 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_dir(tmp_path_factory) -> Path:
+    """The real-conditions presets (``uniopd_mm.tiny_real``: Qwen's 151,936-token vocabulary, the checkpoints'
+    generation configs and templates), built once (about 10 s, 400 MB)."""
+    from uniopd_mm.tiny_real import make_real_models
+
+    out = tmp_path_factory.mktemp("tiny_real")
+    make_real_models(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """A small synthetic dataset with every domain. ``UNIOPD_TEST_DATA`` names one built elsewhere with the
     same spec (``scripts/gpu_check.sh``: the GPU machine has no PyAV to write the videos)."""

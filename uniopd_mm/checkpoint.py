@@ -2,7 +2,7 @@
 
     checkpoints/step_000010/  engine/ (optimiser, scheduler, model: the engine's own format)
                               hf/     (the student in Hugging Face format, with its processor)
-                              trainer_state.json, rng_rank<r>.pt, COMPLETE
+                              trainer_state.json, rng_rank<r>.pt, rank<r>.json, COMPLETE
 A directory without COMPLETE, or still named ``.tmp-*`` (being written) or ``.old-*`` (being
 deleted), is never loaded.
 """
@@ -38,13 +38,18 @@ def latest_complete(root: str | Path) -> Path | None:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def finalize(tmp: Path, final: Path, trainer_state: dict, keep_last: int) -> None:
@@ -78,10 +83,11 @@ def clean_stale(root: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def save(engine, root: Path, step: int, state: dict, keep_last: int, processor=None) -> Path:
+def save(engine, root: Path, step: int, state: dict, keep_last: int, processor=None, rank_state: dict | None = None) -> Path:
     """Writes the checkpoint of ``step`` (every rank calls this): the engine's state, each rank's RNG
-    state and, with a ``processor``, the model in Hugging Face format; rank 0 adds ``state`` and the
-    COMPLETE marker, renames it into place and prunes to ``keep_last``."""
+    state and ``rank_state`` (``rank<r>.json``: what only that rank knows, such as the records it rejected) and,
+    with a ``processor``, the model in Hugging Face format; rank 0 adds ``state`` and the COMPLETE marker,
+    renames it into place and prunes to ``keep_last``."""
     main = engine.rank == 0
     tmp, final = tmp_dir(root, step), step_dir(root, step)
     if main:
@@ -91,6 +97,7 @@ def save(engine, root: Path, step: int, state: dict, keep_last: int, processor=N
     engine.barrier()
     engine.save(tmp / "engine")
     torch.save(rng_state(), tmp / f"rng_rank{engine.rank}.pt")
+    (tmp / f"rank{engine.rank}.json").write_text(json.dumps(rank_state or {}))
     if processor is not None:
         engine.export_hf(tmp / "hf", processor)
     engine.barrier()
@@ -102,11 +109,19 @@ def save(engine, root: Path, step: int, state: dict, keep_last: int, processor=N
 
 def resume(engine, root: Path) -> tuple[Path, dict] | None:
     """Loads the latest complete checkpoint under ``root`` into ``engine`` and this rank's RNG;
-    returns (its directory, its saved state), or None when there is none."""
+    returns (its directory, its saved state with ``ranks``: every rank's ``rank_state``, in rank order), or
+    None when there is none. A checkpoint written by another number of processes is refused (each rank's
+    shard of a ZeRO checkpoint, its RNG and its rejects belong to one rank of one world size)."""
     last = latest_complete(root)
     if last is None:
         return None
     state = json.loads((last / "trainer_state.json").read_text())
+    saved = state.get("world_size")
+    if saved is not None and saved != engine.world_size:
+        raise RuntimeError(f"{last} was written by {saved} processes, this run has {engine.world_size}: resume with "
+                           f"{saved} processes, or start afresh in another output_dir (or with train.resume=false)")
+    ranks = sorted(last.glob("rank*.json"), key=lambda p: int(p.stem[4:]))
+    state["ranks"] = [json.loads(p.read_text()) for p in ranks]
     engine.load(last / "engine")
     rng = last / f"rng_rank{engine.rank}.pt"
     if rng.exists():

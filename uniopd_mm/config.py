@@ -232,6 +232,17 @@ class AlgoConfig:
         if self.advantage == "grpo" and (self.margin.shift or self.margin.mask):
             raise ConfigError("algo.advantage: grpo uses no teacher, so there is no teacher margin to calibrate: "
                               "turn off algo.margin.shift / algo.margin.mask (or use preset opd)")
+        # NOTE: the distribution losses match the teacher's distribution token by token and never read the
+        # advantages: a setting that only moves advantages would be accepted and do nothing
+        if self.loss != "pg":
+            if self.advantage != "opd":
+                raise ConfigError(f"algo.advantage: {self.advantage} shapes the advantages, which algo.loss="
+                                  f"{self.loss} does not read (only algo.loss=pg does); use algo.loss=pg, or "
+                                  "algo.advantage=opd")
+            if self.margin.shift:
+                raise ConfigError(f"algo.margin.shift: the margin shift moves the advantages, which algo.loss="
+                                  f"{self.loss} does not read (only algo.loss=pg does); set algo.margin.shift=false "
+                                  "(or use algo.preset=opd), or algo.loss=pg")
 
 
 @dataclass(kw_only=True)
@@ -282,7 +293,12 @@ class TrainConfig:
                                       "taken this many seconds; None: train.steps only", range=(0.0, None))
     eval_every: int = cfg(0, "greedy evaluation on data.test_path every N steps (0: off)", range=(0, None))
     eval_samples: int | None = cfg(None, "evaluate on the first N test records (None: all)", range=(1, None))
-    prompt_cache: int = cfg(4096, "encoded prompts kept in memory (images are decoded once)", range=(0, None))
+    prompt_cache: int = cfg(4096, "encoded prompts kept in memory per cache (images are decoded once)", range=(0, None))
+    prompt_cache_mb: float = cfg(2048.0, "memory each cache of encoded prompts may hold, in MiB of pixel tensors and "
+                                         "media (the student's, and each teacher's that renders prompts otherwise); "
+                                         "least recently used out first", range=(0.0, None))
+    vision_cache_mb: float = cfg(1024.0, "memory each vision-feature cache (train.vision_cache) may hold, in MiB",
+                                 range=(0.0, None))
     vision_cache: int = cfg(0, "keep the vision features of this many images / videos for each frozen vision tower "
                                "(the student's with vision_lr_scale 0, each HF teacher's), so an image runs through "
                                "a tower once; 0: off. Qwen2-VL and Qwen2.5-VL, not under ZeRO-3", range=(0, None))
@@ -290,6 +306,14 @@ class TrainConfig:
     def __post_init__(self):
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"betas: need two values in [0, 1), got {self.betas}")
+
+    @property
+    def prompt_cache_bytes(self) -> int:
+        return int(self.prompt_cache_mb * 2**20)
+
+    @property
+    def vision_cache_bytes(self) -> int:
+        return int(self.vision_cache_mb * 2**20)
 
     @property
     def zero3(self) -> bool:
@@ -340,6 +364,15 @@ class Config:
             raise ConfigError("rollout.reuse_logprobs: the vLLM backend's log-probs come from other kernels than the "
                               "training engine's (and, with top_p < 1 or top_k > 0, from the truncated distribution), so "
                               "they cannot stand in for pi_old; set rollout.reuse_logprobs=false")
+        for name, t in self.teacher_registry.items():
+            field = "teacher" if self.teacher is not None else f"teachers.{name}"
+            if self.algo.loss != "pg" and t.backend != "hf":
+                raise ConfigError(f"{field}.backend: algo.loss={self.algo.loss} needs the teacher's distribution "
+                                  f"over the vocabulary, which a {t.backend} teacher does not give (prompt log-probs of "
+                                  "the sampled tokens only); use backend hf, or algo.loss=pg")
+        if self.rollout.backend == "vllm" and self.train.lora.enabled:
+            raise ConfigError("train.lora.enabled: the vLLM rollout engine is synced with whole weights, not LoRA "
+                              "adapters; use rollout.backend=hf with LoRA (or train all weights)")
         if self.rollout.temperature != 1.0:
             for name, t in self.teacher_registry.items():
                 if t.backend in ("vllm", "served"):

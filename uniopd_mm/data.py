@@ -165,25 +165,30 @@ class RejectOnce:
 
 
 class PromptCache:
-    """Encoded prompts (with their pixel tensors) by ``Sample.key``, at most ``limit`` of them: the
-    least recently used goes first, so memory stays bounded on a long run over a large image set.
-    ``limit=0`` keeps none (every prompt is encoded when it is used)."""
+    """Encoded prompts (with their pixel tensors) by ``Sample.key``: at most ``limit`` of them and at most
+    ``max_bytes`` of memory (``size(value)`` of each), the least recently used out first, so memory stays bounded
+    on a long run over a large image set (a 1-megapixel image is ~5 MB of float32 patches). ``limit=0`` or
+    ``max_bytes=0`` keeps none (every prompt is encoded when it is used); a prompt larger than ``max_bytes``
+    is used and not kept."""
 
-    def __init__(self, limit: int, encode):
-        if limit < 0:
-            raise ValueError(f"prompt cache limit must be >= 0, got {limit}")
+    def __init__(self, limit: int, encode, max_bytes: int | None = None, size=None):
+        if limit < 0 or (max_bytes is not None and max_bytes < 0):
+            raise ValueError(f"prompt cache limits must be >= 0, got {limit} entries, {max_bytes} bytes")
         self.limit, self.encode, self.entries = limit, encode, OrderedDict()
+        self.max_bytes, self.size, self.nbytes = max_bytes, size or (lambda value: 0), 0
 
     def __call__(self, sample):
         key = sample.key
         if key in self.entries:
             self.entries.move_to_end(key)
-            return self.entries[key]
+            return self.entries[key][0]
         value = self.encode(sample)
-        if self.limit:
-            self.entries[key] = value
-            if len(self.entries) > self.limit:
-                self.entries.popitem(last=False)
+        nbytes = self.size(value)
+        if self.limit and self.max_bytes != 0 and (self.max_bytes is None or nbytes <= self.max_bytes):
+            self.entries[key] = (value, nbytes)
+            self.nbytes += nbytes
+            while len(self.entries) > self.limit or (self.max_bytes is not None and self.nbytes > self.max_bytes):
+                self.nbytes -= self.entries.popitem(last=False)[1][1]
         return value
 
     def __len__(self) -> int:
@@ -488,18 +493,43 @@ class StepPrompts:
     ``next(k)`` draws k record indices with the seeded ``sampler`` (the same order on every rank), keeps
     every ``world``-th one from ``rank``, and encodes it. A record whose ``check`` or encoding raises
     DataError is rejected once (to ``rejects``, keyed by ``Sample.key``: ids repeat across the files of a
-    mixture) and skipped whenever it is drawn again; with ``strict`` the error is raised.
+    mixture) and skipped whenever it is drawn again; with ``strict`` the error is raised. When a draw leaves
+    some rank without a prompt (its records rejected), every rank draws again (``all_reduce`` tells them: the
+    draws stay the same on every rank), up to ``MAX_REDRAWS`` times.
     ``state()`` / ``load_state()`` carry the sampler and the rejected keys through checkpoints.
     """
 
+    MAX_REDRAWS = 16
+
     def __init__(self, samples: list[Sample], sampler, encode, rejects: RejectLog, strict: bool = False,
-                 rank: int = 0, world: int = 1, check=None):
+                 rank: int = 0, world: int = 1, check=None, all_reduce=None):
+        if world > 1 and all_reduce is None:
+            raise ValueError("StepPrompts on several ranks needs the engine's all_reduce")
         self.samples, self.sampler, self.encode, self.rejects = samples, sampler, encode, rejects
         self.strict, self.rank, self.world, self.check = strict, rank, world, check
+        self.all_reduce = all_reduce
         self.bad_keys: set[str] = set()
+        self.redraws = 0  # draws thrown away because a rank had no prompt left
 
     def next(self, k: int) -> tuple[list[int], list[int], list[int], list]:
         """(every index drawn, this rank's kept indices, their positions in the step, their encoded prompts)."""
+        if k < self.world:
+            raise ValueError(f"{k} prompts a step cannot give each of {self.world} ranks one "
+                             f"(train.prompts_per_step must be >= the number of processes)")
+        for _ in range(self.MAX_REDRAWS):
+            drawn, kept, positions, prompts = self._draw(k)
+            fewest = len(prompts)
+            if self.all_reduce is not None:
+                import torch
+
+                fewest = int(self.all_reduce(torch.tensor([float(fewest)]), "min").item())
+            if fewest > 0:
+                return drawn, kept, positions, prompts
+            self.redraws += 1
+        raise RuntimeError(f"rank {self.rank}: {self.MAX_REDRAWS} draws in a row left a rank with every prompt "
+                           f"rejected (see {self.rejects.path} and the other ranks' rejects files)")
+
+    def _draw(self, k: int):
         drawn = self.sampler.next(k)
         kept, positions, prompts = [], [], []
         for pos in range(self.rank, len(drawn), self.world):
@@ -518,11 +548,10 @@ class StepPrompts:
                 continue
             kept.append(drawn[pos])
             positions.append(pos)
-        if not prompts:
-            raise RuntimeError(f"rank {self.rank}: every prompt of the step was rejected (see {self.rejects.path})")
         return drawn, kept, positions, prompts
 
     def state(self) -> dict:
+        """The sampler's state and this rank's rejected keys (``checkpoint.save`` writes each rank's)."""
         return {"sampler": self.sampler.state(), "bad_keys": sorted(self.bad_keys)}
 
     def load_state(self, state: dict) -> None:

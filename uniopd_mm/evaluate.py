@@ -37,7 +37,7 @@ def evaluate(rollout, processor, samples, max_new_tokens: int = 64, all_reduce=N
         return [f"eval/accuracy/{s.domain}"] + ([f"eval/slice/{slice_name}"] if slice_name else [])
 
     if prompts:
-        out = rollout.generate(prompts, SamplingParams(n=1, max_new_tokens=max_new_tokens, greedy=True))
+        out = rollout.generate(prompts, SamplingParams(n=1, max_new_tokens=max_new_tokens, greedy=True, logprobs=False))
         for s, resp in zip(kept, out.responses):
             text = processor.decode(resp)
             ok = verify(s, text)

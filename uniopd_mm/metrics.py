@@ -109,13 +109,18 @@ def pad_rows(rows: list[list[float]], value: float = 0.0) -> torch.Tensor:
     return out
 
 
+def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> float:
+    """Sum of ``x`` where ``mask``: a -inf or NaN outside the mask never leaks in (``inf * 0`` is NaN)."""
+    return torch.where(mask.bool(), x, torch.zeros_like(x)).sum().item()
+
+
 def rollout_sums(ro, old_logprobs, teacher_logprobs, response_mask, loss_mask, ok, outcomes, ratio_keep) -> dict:
     """This rank's sums behind the step's rollout, teacher and reward metrics (``step_metrics`` reduces them)."""
     rollout_lp = pad_rows(ro.logprobs)[:, : old_logprobs.shape[1]]
     finite = torch.isfinite(rollout_lp) & response_mask.bool()
     counted, scored = loss_mask.bool(), response_mask.bool() & ok.bool()[:, None]
     return {
-        "sum_rkl": ((old_logprobs - teacher_logprobs) * counted).sum().item(), "n_counted": counted.sum().item(),
+        "sum_rkl": masked_sum(old_logprobs - teacher_logprobs, counted), "n_counted": counted.sum().item(),
         "n_tokens": response_mask.sum().item(), "n_resp": float(len(ro.responses)),
         "n_truncated": float(sum(not f for f in ro.finished)),
         # the rollout engine's own log-probs, where it gives them (NaN: not RECIPE 7's quantity)
@@ -163,7 +168,7 @@ def per_teacher_metrics(names: list[str], routes: list[str], old_logprobs, teach
     for name in names:
         rows = torch.tensor([r == name for r in routes], dtype=torch.bool)
         counted = loss_mask.bool() & rows[:, None]
-        vec = all_reduce(torch.tensor([((old_logprobs - teacher_logprobs) * counted).sum().item(), counted.sum().item(),
+        vec = all_reduce(torch.tensor([masked_sum(old_logprobs - teacher_logprobs, counted), counted.sum().item(),
                                        float(((ok == 0) & rows).sum().item()), float(rows.sum().item())],
                                       dtype=torch.float64))
         out[f"teacher/{name}/reverse_kl"] = (vec[0] / vec[1].clamp(min=1)).item()

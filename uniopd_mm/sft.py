@@ -67,14 +67,15 @@ def run_sft(cfg: Config) -> dict:
                 raise
             rejects.add(err)
     prompts_of_step = StepPrompts([e[0] for e in examples], PromptSampler(len(examples), cfg.seed),
-                                  PromptCache(cfg.train.prompt_cache, proc.encode_prompt), rejects, cfg.data.strict,
-                                  engine.rank, engine.world_size)
+                                  proc.prompt_cache(cfg.train.prompt_cache, cfg.train.prompt_cache_bytes), rejects, cfg.data.strict,
+                                  engine.rank, engine.world_size, all_reduce=engine.all_reduce)
     train_seconds = 0.0  # summed step times (evaluation excluded), for train.time_budget_s
     root, start = out / "checkpoints", 0
     found = ckpt.resume(engine, root) if cfg.train.resume else None
     if found is not None:
         last, state = found
         prompts_of_step.load_state(state)
+        prompts_of_step.bad_keys.update(k for r in state.get("ranks", []) for k in r.get("bad_keys", []))
         start, train_seconds = state["step"], state["train_seconds"]
         if main:
             print(f"resumed from {last} at step {start}")
@@ -117,8 +118,9 @@ def run_sft(cfg: Config) -> dict:
         if out_of_time:
             break
         if cfg.train.save_every > 0 and step % cfg.train.save_every == 0 and step < cfg.train.steps:
-            ckpt.save(engine, root, step, {"step": step, **prompts_of_step.state(), "train_seconds": train_seconds},
-                      cfg.train.keep_last)
+            ckpt.save(engine, root, step, {"step": step, **prompts_of_step.state(), "train_seconds": train_seconds,
+                                           "world_size": engine.world_size}, cfg.train.keep_last,
+                      rank_state={"bad_keys": sorted(prompts_of_step.bad_keys)})
     final, tmp = out / "final", out / ".tmp-final"
     if main:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -40,14 +40,13 @@ CHAT_TEMPLATES = {
 }
 
 
-def train_tokenizer(vocab_size: int = 1024, seed: int = 12345):
-    """A byte-level BPE trained on the synthetic corpus, wrapped as a transformers Qwen2Tokenizer.
+def bpe_vocab(vocab_size: int = 1024, seed: int = 12345, special_tokens=tuple(SPECIAL_TOKENS)):
+    """(vocabulary, merges) of a byte-level BPE trained on the synthetic corpus, ``special_tokens`` first.
 
     The corpus is small, so the trainer stops below ``vocab_size`` once no pair repeats (about
     430 tokens for the shared vocabulary); ``vocab_size=300`` gives a near-character-level one.
     """
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import Qwen2Tokenizer
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
     from .synthetic import text_corpus
@@ -63,13 +62,22 @@ def train_tokenizer(vocab_size: int = 1024, seed: int = 12345):
     ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        vocab_size=vocab_size, special_tokens=list(special_tokens), show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(corpus, trainer)
     state = json.loads(tok.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
-    hf_tok = Qwen2Tokenizer(vocab=state["vocab"], merges=merges)
+    return state["vocab"], merges
+
+
+def train_tokenizer(vocab_size: int = 1024, seed: int = 12345):
+    """A byte-level BPE trained on the synthetic corpus (``bpe_vocab``), wrapped as a transformers
+    Qwen2Tokenizer with the Qwen special tokens."""
+    from transformers import Qwen2Tokenizer
+
+    vocab, merges = bpe_vocab(vocab_size, seed)
+    hf_tok = Qwen2Tokenizer(vocab=vocab, merges=merges)
     hf_tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
     hf_tok.eos_token = "<|im_end|>"
     hf_tok.pad_token = "<|endoftext|>"
@@ -107,8 +115,9 @@ def _mrope_section(head_dim: int) -> list[int]:
     return [t, half * 3 // 8, half * 3 // 8]
 
 
-def build_model(family: str, size: Size, tok, seed: int = 0):
-    """A random-init model of ``family`` with vocabulary ``tok``."""
+def build_model(family: str, size: Size, tok, seed: int = 0, vocab_size: int | None = None):
+    """A random-init model of ``family`` with vocabulary ``tok`` (``vocab_size`` rows: default the tokenizer's
+    length; real checkpoints pad it, Qwen's to 151,936)."""
     import torch
     import transformers as tf
 
@@ -118,7 +127,7 @@ def build_model(family: str, size: Size, tok, seed: int = 0):
         ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
         ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
     text = dict(
-        vocab_size=len(tok), hidden_size=size.hidden, intermediate_size=size.intermediate,
+        vocab_size=vocab_size or len(tok), hidden_size=size.hidden, intermediate_size=size.intermediate,
         num_hidden_layers=size.layers, num_attention_heads=size.heads, num_key_value_heads=size.kv_heads,
         max_position_embeddings=4096, bos_token_id=None,
         eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.pad_token_id,

@@ -28,12 +28,12 @@ from .algo.advantages import compute_advantages
 from .algo.opd import logratio_mask, teacher_failure_mask
 from .algo.xtok import chunk_reward_logprobs
 from .config import Config, ConfigError
-from .data import (DataError, PromptCache, RejectLog, StepPrompts, data_error_names, load_test_records,
+from .data import (DataError, RejectLog, StepPrompts, data_error_names, load_test_records,
                    load_training_data, rank_file)
 from .evaluate import evaluate
 from .metrics import (MetricsLogger, Timer, pad_rows, per_teacher_metrics, rejects_metrics, rollout_sums,
                       step_metrics)
-from .models import cache_frozen_vision, load_model, load_processor, model_device, response_logprobs
+from .models import cache_frozen_vision, eval_mode, load_model, load_processor, model_device, response_logprobs
 from .objective import global_normalizer, micro_batch_loss
 from .rollout import SamplingParams, make_rollout_engine
 from .teacher import TeacherScores
@@ -66,7 +66,11 @@ class Trainer:
         self.engine = make_training_engine(cfg.train.engine, model_loader=lambda: load_model(cfg.student),
                                            train_cfg=cfg.train)
         self.rank, self.world = self.engine.rank, self.engine.world_size
-        cache_frozen_vision(self.engine.module, cfg.train.vision_cache, "student", partitioned=cfg.train.zero3)
+        if cfg.train.prompts_per_step < self.world:
+            raise ConfigError(f"train.prompts_per_step={cfg.train.prompts_per_step} is fewer than the {self.world} "
+                              "processes: every rank needs at least one prompt a step")
+        cache_frozen_vision(self.engine.module, cfg.train.vision_cache, "student", partitioned=cfg.train.zero3,
+                            max_bytes=cfg.train.vision_cache_bytes)
         self.is_main = self.rank == 0
         torch.manual_seed(cfg.seed * 1000 + self.rank)
         if self.is_main:
@@ -92,7 +96,9 @@ class Trainer:
         self.student_proc = load_processor(cfg.student)
         self.suppressed = self.student_proc.suppressed_token_ids
         # one cache of encoded prompts for the student and every local teacher that renders prompts alike
-        prompt_cache = PromptCache(cfg.train.prompt_cache, self.student_proc.encode_prompt)
+        # the sized images / frames stay only where a vLLM engine reads the prompts
+        self.student_proc.keep_media = cfg.rollout.backend == "vllm"
+        prompt_cache = self.student_proc.prompt_cache(cfg.train.prompt_cache, cfg.train.prompt_cache_bytes)
         # teachers are loaded once; each prompt is scored by exactly one of them
         self.teachers = {name: teacher_from_config(name, t, cfg, self.student_proc, prompt_cache)
                          for name, t in cfg.teacher_registry.items()}
@@ -110,7 +116,7 @@ class Trainer:
         self.sampling = SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
                                        max_new_tokens=r.max_new_tokens)
         self.prompts = StepPrompts(self.samples, sampler, prompt_cache, self.rejects, cfg.data.strict, self.rank,
-                                   self.world, check=self.teacher_of)
+                                   self.world, check=self.teacher_of, all_reduce=self.engine.all_reduce)
         self.step = 0
         self.logger = None
         if self.is_main:
@@ -150,7 +156,7 @@ class Trainer:
         rollouts = self.rollouts_of(ro, samples, prompts, prompt_groups)
         with t("verify"):
             outcomes = [verify(s, self.student_proc.decode(r)) for s, r in zip(rollouts.samples, ro.responses)]
-        with t("old_logprobs"), torch.no_grad():
+        with t("old_logprobs"), torch.no_grad(), eval_mode(self.engine.module):
             old_logprobs, ref_logprobs = self.old_logprobs(rollouts, ro)
         with t("teacher"):
             scores = self.teacher_scores(rollouts, ro.responses, old_logprobs)
@@ -306,8 +312,10 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         state = {"step": self.step, **self.prompts.state(),
                  "seen_ids": self.seen_ids, "world_size": self.world, "train_seconds": self.train_seconds}
+        # each rank's rejected records and its rollout engine's seed counter (a vLLM engine's)
+        rank_state = {"bad_keys": self.prompts.state()["bad_keys"], "rollout": self.rollout.state()}
         return ckpt.save(self.engine, self.out / "checkpoints", self.step, state, self.cfg.train.keep_last,
-                         self.student_proc)
+                         self.student_proc, rank_state)
 
     def try_resume(self) -> bool:
         found = ckpt.resume(self.engine, self.out / "checkpoints")
@@ -315,6 +323,11 @@ class Trainer:
             return False
         last, state = found
         self.prompts.load_state(state)
+        ranks = state.get("ranks", [])
+        # a record rejected on any rank is rejected on all (after a resume it may be drawn for another rank)
+        self.prompts.bad_keys.update(k for r in ranks for k in r.get("bad_keys", []))
+        if self.rank < len(ranks):
+            self.rollout.load_state(ranks[self.rank].get("rollout", {}))
         self.seen_ids = state["seen_ids"]
         self.step = state["step"]
         self.train_seconds = state.get("train_seconds", 0.0)

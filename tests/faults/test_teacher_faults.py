@@ -1,7 +1,8 @@
-"""Teacher faults inside a training run: NaN / inf log-probs, a teacher that raises (for one prompt or
-for a whole call) and a served teacher that times out. The rollouts concerned are masked out of the
-loss, counted in ``teacher/failed`` and written to teacher_failures.jsonl; the run goes on; a teacher
-failing every rollout for K steps in a row stops it with a clear error."""
+"""Teacher faults inside a training run: NaN / inf log-probs, a bad record (one prompt the teacher cannot
+take, one row the model refuses) and a served teacher that times out. The rollouts concerned are masked out
+of the loss, counted in ``teacher/failed`` and written to teacher_failures.jsonl; the run goes on; a teacher
+failing every rollout for K steps in a row stops it with a clear error. A teacher that runs out of memory, or
+raises a programming error, stops the run: the first as the teacher stage's out-of-memory error."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import torch
 from conftest import tiny_config
 from fake_openai import FakeServer
 
+from uniopd_mm.data import DataError
 from uniopd_mm.metrics import read_metrics
 from uniopd_mm.trainer import Trainer
+from uniopd_mm.training.failures import StageOutOfMemory
 
 
 def spy_loss_masks(monkeypatch, trainer) -> list[torch.Tensor]:
@@ -48,7 +51,7 @@ def test_nan_inf_and_a_crashing_prompt_are_masked_and_counted(tiny_dir, synth_di
 
         def encode(sample):
             if sample.id == crash:
-                raise RuntimeError("teacher crashed on this prompt")
+                raise DataError("teacher cannot take this prompt")
             return original_encode(sample)
 
         monkeypatch.setattr(teacher, "encode", encode)
@@ -70,28 +73,60 @@ def test_nan_inf_and_a_crashing_prompt_are_masked_and_counted(tiny_dir, synth_di
     assert all(mask[i].sum() > 0 for i in range(len(ids)) if i not in bad_rows)
     reasons = sorted(f["reason"] for f in failures(out))
     assert reasons == sorted(["non-finite teacher log-prob"] * len({0, 1} - set(crashed))
-                             + ["RuntimeError: teacher crashed on this prompt"] * len(crashed))
+                             + [f"DataError: {DataError('teacher cannot take this prompt')}"] * len(crashed))
 
 
-def test_a_teacher_that_raises_fails_its_rollouts_not_the_run(tiny_dir, synth_dir, tmp_path, monkeypatch):
-    out = tmp_path / "raises"
-    trainer = Trainer(tiny_config(tiny_dir, synth_dir, out, overrides=["train.steps=2"]))
+def test_a_row_the_teacher_model_refuses_fails_that_row_only(tiny_dir, synth_dir, tmp_path, monkeypatch):
+    """The model raises ValueError (as Qwen-VL does for image features that do not match the placeholders) when
+    one record is in the micro-batch: the micro-batch is scored again row by row and only that record's rows fail."""
+    out = tmp_path / "refused"
+    trainer = Trainer(tiny_config(tiny_dir, synth_dir, out, overrides=["train.steps=1"]))
     teacher = next(iter(trainer.teachers.values()))
-    original, calls = teacher.score, []
+    masks = spy_loss_masks(monkeypatch, trainer)
+    original_batch, seen = teacher.processor.training_batch, {}
 
-    def score(samples, responses, **kw):
-        calls.append(1)
-        if len(calls) == 1:
-            raise MemoryError("teacher out of memory")
-        return original(samples, responses, **kw)
+    def training_batch(prompts, responses):
+        seen.setdefault("bad", prompts[-1].sample_id)
+        if any(p.sample_id == seen["bad"] for p in prompts):
+            raise ValueError("Image features and image tokens do not match")
+        return original_batch(prompts, responses)
 
-    monkeypatch.setattr(teacher, "score", score)
+    monkeypatch.setattr(teacher.processor, "training_batch", training_batch)
     trainer.train()
-    rows = read_metrics(out / "metrics.jsonl")
-    assert [r["teacher/failed_frac"] for r in rows] == [1.0, 0.0]
-    assert rows[0]["opd/counted_tokens"] == 0 and rows[1]["opd/counted_tokens"] > 0
-    assert {f["reason"] for f in failures(out)} == {"MemoryError: teacher out of memory"}
-    assert [f["step"] for f in failures(out)] == [1] * int(rows[0]["teacher/failed"])
+    ids = trainer.seen_ids[0]
+    bad_rows = [i for i, s in enumerate(r for r in ids for _ in range(2)) if s == seen["bad"]]
+    row = read_metrics(out / "metrics.jsonl")[-1]
+    assert row["teacher/failed"] == len(bad_rows) == 2
+    assert all(masks[0][i].sum() == 0 for i in bad_rows)
+    assert all(masks[0][i].sum() > 0 for i in range(2 * len(ids)) if i not in bad_rows)
+    assert {f["reason"] for f in failures(out)} == {"ValueError: Image features and image tokens do not match"}
+
+
+def test_teacher_out_of_memory_stops_the_run_with_the_teacher_stage_advice(tiny_dir, synth_dir, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config(tiny_dir, synth_dir, tmp_path / "oom", overrides=["train.steps=2"]))
+    teacher = next(iter(trainer.teachers.values()))
+
+    def forward(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(teacher.model.model, "forward", forward)
+    with pytest.raises(StageOutOfMemory, match=r"rank 0, step 1: CUDA out of memory in the teacher stage\. Lower "
+                                               r"teacher\.batch_size"):
+        trainer.train()
+    assert not (tmp_path / "oom" / "teacher_failures.jsonl").exists()
+
+
+def test_a_programming_error_in_the_teacher_is_not_masked(tiny_dir, synth_dir, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config(tiny_dir, synth_dir, tmp_path / "bug", overrides=["train.steps=2"]))
+    teacher = next(iter(trainer.teachers.values()))
+
+    def forward(*args, **kwargs):
+        raise TypeError("forward() got an unexpected keyword argument 'cache'")
+
+    monkeypatch.setattr(teacher.model.model, "forward", forward)
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        trainer.train()
+    assert not (tmp_path / "bug" / "teacher_failures.jsonl").exists()
 
 
 def test_served_teacher_timeout_and_nan_mask_their_rollouts(tiny_dir, synth_dir, tmp_path):
@@ -119,10 +154,10 @@ def test_every_rollout_failing_k_steps_in_a_row_stops_the_run(tiny_dir, synth_di
     trainer = Trainer(cfg)
     teacher = next(iter(trainer.teachers.values()))
 
-    def down(*args, **kwargs):
-        raise ConnectionError("teacher down")
+    def refuse(sample):
+        raise DataError("the teacher takes no prompt")
 
-    monkeypatch.setattr(teacher.processor, "training_batch", down)  # every micro-batch of scoring fails
+    monkeypatch.setattr(teacher, "encode", refuse)  # every rollout of every step fails scoring
     with pytest.raises(RuntimeError, match=r"teacher scoring failed for every rollout of 2 steps in a row"):
         trainer.train()
     rows = read_metrics(tmp_path / "tf" / "metrics.jsonl")

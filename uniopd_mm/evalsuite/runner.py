@@ -8,7 +8,10 @@ Layout of ``out``::
     out/report.md, out/report.png       the table and a bar chart
 
 A rerun reads predictions.jsonl and generates only for ids not in it (a killed run loses at most the
-batch in flight). avg@k = the mean over prompts of the mean score of their k samples.
+batch in flight); each row carries the fingerprint of the model and settings that made it (``run_fingerprint``),
+and rows of another model (another checkpoint folder, weights rewritten since) or other settings are dropped and
+generated again. Every response is stripped of surrounding whitespace before it is scored and stored, as
+lmms-eval does with every generated answer. avg@k = the mean over prompts of the mean score of their k samples.
 """
 
 from __future__ import annotations
@@ -48,9 +51,31 @@ def extracted(response: str) -> str | None:
     return final_answer(response) if ("\\boxed" in response or "<answer>" in response) else short_answer(response)
 
 
+def model_fingerprint(model_path) -> str:
+    """What identifies a checkpoint's weights without reading them: its resolved folder and, for each file in it,
+    the name, size and modification time (a hub id stands for itself)."""
+    path = Path(str(model_path))
+    if not path.is_dir():
+        return str(model_path)
+    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir() if p.is_file())
+    return json.dumps([str(path.resolve()), files])
+
+
+def run_fingerprint(model: str, bench_name: str, n: int, temperature: float, max_new: int, settings: EvalSettings,
+                    extra: dict | None = None) -> str:
+    """A short digest of everything that decides a benchmark's predictions: the model, the sampling settings, the
+    scorer variant and ``extra`` (backend, family, processor options)."""
+    import hashlib
+
+    key = json.dumps([model, bench_name, n, temperature, settings.top_p, max_new, settings.lenient, extra or {}],
+                     sort_keys=True, default=str)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def run_benchmark(bench, make_rollout, processor, data_dir: Path, out: Path, settings: EvalSettings,
-                  progress: bool = True) -> dict:
-    """``make_rollout(n)``: the generation engine for n samples per prompt (HF generate, or one vLLM engine)."""
+                  progress: bool = True, model: str = "", extra: dict | None = None) -> dict:
+    """``make_rollout(n)``: the generation engine for n samples per prompt (HF generate, or one vLLM engine);
+    ``model`` (``model_fingerprint``) and ``extra`` identify what made the predictions, for a resumed run."""
     from tqdm import tqdm
 
     from uniopd_mm.rollout import SamplingParams
@@ -63,19 +88,27 @@ def run_benchmark(bench, make_rollout, processor, data_dir: Path, out: Path, set
     bdir = out / result_name(bench, settings)
     bdir.mkdir(parents=True, exist_ok=True)
     pred_path = bdir / "predictions.jsonl"
+    run = run_fingerprint(model, bench.name, n, temperature, max_new, settings, extra)
     done: dict[str, dict] = {}
     if pred_path.exists():
+        stale = 0
         for line in pred_path.read_text().splitlines():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:  # a line cut by a kill: generated again
                 continue
-            if row.get("k") == n:
+            if row.get("run") == run:
                 done[row["id"]] = row
+            else:
+                stale += 1
+        if stale:
+            # NOTE: another checkpoint evaluated into the same --out must not lend it its answers
+            print(f"{pred_path}: {stale} predictions of another model or other settings dropped; generating afresh")
+            pred_path.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
     todo = [s for s in samples if s.id not in done]
     rollout = make_rollout(n) if todo else None  # a finished benchmark starts no engine
     params = SamplingParams(n=n, temperature=max(temperature, 1e-6), top_p=settings.top_p, max_new_tokens=max_new,
-                            greedy=temperature == 0.0)
+                            greedy=temperature == 0.0, logprobs=False)
     bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc=f"eval {bench.name}", disable=not progress)
     with open(pred_path, "a") as fout, open(bdir / "rejects.jsonl", "a") as frej:
         for i in range(0, len(todo), settings.batch_size):
@@ -85,7 +118,7 @@ def run_benchmark(bench, make_rollout, processor, data_dir: Path, out: Path, set
                     prompts.append(processor.encode_prompt(s))
                     chunk.append(s)
                 except (DataError, OSError, ValueError) as err:
-                    row = {"id": s.id, "k": n, "responses": [], "extracted": [], "scores": [0.0] * n,
+                    row = {"id": s.id, "k": n, "run": run, "responses": [], "extracted": [], "scores": [0.0] * n,
                            "domain": s.domain, "error": str(err)}
                     frej.write(json.dumps({"id": s.id, "error": str(err)}) + "\n")
                     fout.write(json.dumps(row) + "\n")
@@ -94,10 +127,11 @@ def run_benchmark(bench, make_rollout, processor, data_dir: Path, out: Path, set
                 ro = rollout.generate(prompts, params)
                 by_prompt: dict[int, list[str]] = defaultdict(list)
                 for j, resp in zip(ro.prompt_index, ro.responses):
-                    by_prompt[j].append(processor.decode(resp))
+                    # NOTE: lmms-eval strips every generated answer before its metric: " Yes" or "A\n" must score
+                    by_prompt[j].append(processor.decode(resp).strip())
                 for j, s in enumerate(chunk):
                     texts = by_prompt[j]
-                    row = {"id": s.id, "k": n, "responses": texts, "extracted": [short(extracted(t)) for t in texts],
+                    row = {"id": s.id, "k": n, "run": run, "responses": texts, "extracted": [short(extracted(t)) for t in texts],
                            "scores": [float(score(t, s)) for t in texts], "domain": s.domain,
                            "answer": short(s.answer)}
                     fout.write(json.dumps(row) + "\n")
@@ -131,6 +165,8 @@ def rollout_factory(backend: str, model_path, processor, settings: EvalSettings,
 
     if backend == "vllm":
         engines = []  # started on first use, then shared by every benchmark
+
+        processor.keep_media = True  # vLLM reads the sized images / frames
 
         def vllm_engine(n):
             if not engines:
@@ -169,8 +205,10 @@ def run_eval(model_path: str, family: str, benchmarks: list[str], data_dir: Path
     for name in benchmarks:
         bench = BENCHMARKS[name]
         try:
-            result["benchmarks"][result_name(bench, settings)] = run_benchmark(bench, make_rollout, processor, data_dir,
-                                                                               out, settings, progress)
+            result["benchmarks"][result_name(bench, settings)] = run_benchmark(
+                bench, make_rollout, processor, data_dir, out, settings, progress, model=model_fingerprint(model_path),
+                extra={"backend": backend, "family": family, "processor": processor_options or {},
+                       "vllm": vllm_kwargs or {}})
         except MissingData as err:
             missing[name] = str(err)
             print(err)

@@ -55,7 +55,33 @@ def load_model(cfg: ModelConfig, device: str = "cpu", frozen: bool = False):
         model = cls.from_pretrained(cfg.path, dtype=getattr(torch, cfg.dtype))  # dtype: a Literal of torch's names
     if frozen:
         model.requires_grad_(False).eval()
+    reset_generation_config(model)
     return model.to(device)
+
+
+# the generation_config.json fields a run keeps: which tokens end and pad a sequence; never how to sample
+KEPT_GENERATION_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+
+
+def reset_generation_config(model) -> dict:
+    """Replaces ``model.generation_config`` with a neutral one that keeps only the special token ids, so that
+    ``generate`` samples from exactly what the experiment config says; returns the checkpoint's sampling settings
+    it dropped (for a log line).
+
+    NOTE: ``generate`` starts from the checkpoint's ``generation_config.json`` and applies every field a call does
+    not override: Qwen2.5 instruct checkpoints ship ``repetition_penalty: 1.05`` (and ``top_k: 20``, ``top_p:
+    0.8``), Qwen2-VL ``top_k: 1`` and ``top_p: 0.001``. Neither pi_old nor the rollout's own log-probs see them,
+    so samples would be drawn off the policy the loss assumes. Evaluation is greedy or names its own settings.
+    """
+    from transformers import GenerationConfig
+
+    old = getattr(model, "generation_config", None)
+    if old is None:
+        return {}
+    kept = {k: getattr(old, k, None) for k in KEPT_GENERATION_FIELDS if getattr(old, k, None) is not None}
+    dropped = {k: v for k, v in old.to_diff_dict().items() if k not in kept and k != "transformers_version"}
+    model.generation_config = GenerationConfig(**kept)
+    return dropped
 
 
 class CompiledOrEager:
@@ -103,6 +129,21 @@ def load_frozen(path, family: str, processor_options: dict | None = None):
     """(frozen model, processor) of a checkpoint outside any experiment config (eval, demo, scripts)."""
     cfg = frozen_config(path, family, processor_options)
     return load_model(cfg, frozen=True), load_processor(cfg)
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """``model`` in eval mode for the block, its previous mode restored after.
+
+    NOTE: the no-grad student passes (pi_old, rollouts) run in eval mode: under gradient checkpointing a layer in
+    train mode may drop the KV cache (transformers versions differ on whether ``no_grad`` keeps it), which the
+    shared-prompt forward and ``generate`` need."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def model_device(model) -> torch.device:

@@ -26,10 +26,11 @@ FAMILIES = ("qwen2_vl", "qwen2_5_vl")  # config.model_type of the models whose f
 class VisionFeatureCache:
     """Installed on the inner VL model by :func:`cache_frozen_vision`; ``hits`` / ``misses`` count images."""
 
-    def __init__(self, inner, limit: int):
+    def __init__(self, inner, limit: int, max_bytes: int | None = None):
         if limit < 1:
             raise ValueError(f"vision cache limit must be >= 1, got {limit}")
         self.limit, self.entries, self.hits, self.misses = limit, OrderedDict(), 0, 0
+        self.max_bytes, self.nbytes = max_bytes, 0
         for modality, names in (("image", ("pixel_values", "image_grid_thw")),
                                 ("video", ("pixel_values_videos", "video_grid_thw"))):
             name = f"get_{modality}_features"
@@ -69,20 +70,26 @@ class VisionFeatureCache:
             kwargs["return_dict"] = True
             out = compute(torch.cat([parts[i] for i in missing]), grid_thw[missing], **kwargs).pooler_output
             for i, features in zip(missing, out):
-                self.entries[keys[i]] = features.detach()
+                # NOTE: a clone: the tower returns views of one batch tensor, and a view would pin the whole batch
+                kept = features.detach().clone()
+                self.entries[keys[i]] = kept
+                self.nbytes += kept.numel() * kept.element_size()
         self.misses += len(missing)  # distinct images computed; the rest of the call's images are hits
         self.hits += len(keys) - len(missing)
         for k in keys:
             self.entries.move_to_end(k)
         result = tuple(self.entries[k] for k in keys)
-        while len(self.entries) > self.limit:
-            self.entries.popitem(last=False)
+        while len(self.entries) > self.limit or (self.max_bytes is not None and self.nbytes > self.max_bytes
+                                                 and len(self.entries) > 1):
+            _, old = self.entries.popitem(last=False)
+            self.nbytes -= old.numel() * old.element_size()
         return BaseModelOutputWithPooling(pooler_output=result)
 
 
-def cache_frozen_vision(model, limit: int, who: str = "model", partitioned: bool = False) -> VisionFeatureCache | None:
+def cache_frozen_vision(model, limit: int, who: str = "model", partitioned: bool = False,
+                        max_bytes: int | None = None) -> VisionFeatureCache | None:
     """Caches the vision features of ``model`` (a Hugging Face VL model, inside a DeepSpeed engine or not) for
-    ``limit`` images / videos; None, with a warning naming why, where that would be wrong (a tower that trains,
+    ``limit`` images / videos and at most ``max_bytes`` of features; None, with a warning naming why, where that would be wrong (a tower that trains,
     Qwen3-VL, a ``partitioned`` ZeRO-3 model) or is moot (``limit`` 0, a text model)."""
     from .scoring import hf_model
 
@@ -101,4 +108,4 @@ def cache_frozen_vision(model, limit: int, who: str = "model", partitioned: bool
     if why:
         warnings.warn(f"train.vision_cache: the {who}'s vision features are not cached: {why}", stacklevel=2)
         return None
-    return VisionFeatureCache(inner, limit)
+    return VisionFeatureCache(inner, limit, max_bytes)

@@ -13,6 +13,7 @@ class SamplingParams:
     top_k: int = 0
     max_new_tokens: int = 64
     greedy: bool = False
+    logprobs: bool = True  # return the sampled tokens' log-probs (evaluation does not need them)
 
 
 @dataclass
@@ -20,7 +21,8 @@ class RolloutOutput:
     """Responses in prompt-major order: prompt i's samples are rows i*n .. i*n+n-1."""
 
     responses: list[list[int]]          # token ids, cut after the first EOS (EOS included)
-    logprobs: list[list[float]]         # the rollout engine's own log-probs of those tokens
+    logprobs: list[list[float]]         # the rollout engine's own log-probs of those tokens ([] per response
+                                        # without SamplingParams.logprobs)
     prompt_index: list[int]             # which prompt each response answers
     finished: list[bool] = field(default_factory=list)  # stopped on EOS (else truncated)
 
@@ -39,4 +41,11 @@ class RolloutEngine:
         return None
 
     def wake_up(self) -> None:
+        return None
+
+    def state(self) -> dict:
+        """What a checkpoint keeps of the engine (a vLLM engine's seed counter), JSON-serialisable."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
         return None

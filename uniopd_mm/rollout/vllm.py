@@ -118,6 +118,13 @@ class VLLMRollout(RolloutEngine):
         if hasattr(engine, "reset_encoder_cache"):
             engine.reset_encoder_cache()
 
+    def state(self) -> dict:
+        # each generate call seeds its requests with seed + step: a resumed run continues the sequence
+        return {"step": self._step}
+
+    def load_state(self, state: dict) -> None:
+        self._step = int(state.get("step", self._step))
+
     def sleep(self) -> None:
         if self.sleep_mode:
             self.llm.sleep(level=1)

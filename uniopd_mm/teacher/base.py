@@ -27,6 +27,12 @@ class TeacherScores:
                    token_mask=torch.zeros(n, width))
 
 
+# what a bad record raises while a teacher prepares or scores it (DataError is a ValueError; so are a model's
+# complaints about its inputs): that record's rollouts fail, the step goes on. Anything else (out of memory, a
+# programming error) stops the run: masking it would drop the longest responses first and hide the cause.
+RECORD_ERRORS = (ValueError,)
+
+
 class TeacherScorer:
     name: str = "teacher"
 

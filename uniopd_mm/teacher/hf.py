@@ -15,7 +15,7 @@ from uniopd_mm.algo.xtok import align_chunks, chunk_totals
 from uniopd_mm.data import PromptCache
 from uniopd_mm.models import CompiledOrEager, base_and_head, score_response_tokens
 
-from .base import TeacherScorer, TeacherScores
+from .base import RECORD_ERRORS, TeacherScorer, TeacherScores
 
 
 def student_ends(tokenizer, ids: list[int]) -> tuple[str, list[int]]:
@@ -39,18 +39,23 @@ def student_ends(tokenizer, ids: list[int]) -> tuple[str, list[int]]:
 class HFTeacher(TeacherScorer):
     def __init__(self, model, processor, name: str = "teacher", micro_batch_size: int = 16,
                  temperature: float = 1.0, chunk_size: int = 256, suppressed_ids=None, prompt_cache: int = 4096,
+                 prompt_cache_bytes: int | None = None,
                  student_tokenizer=None, shared_vocab: bool | None = None, strip_response_prefix: str | None = None,
                  device: str | None = None, offload_when_idle: bool = False, compile: bool = False,
-                 share_prompts: bool = False, prompts: PromptCache | None = None):
+                 share_prompts: bool = False, prompts: PromptCache | None = None, student_stop_ids=None):
         self.model, self.processor, self.name = model.eval(), processor, name
         self.micro_batch_size, self.temperature, self.chunk_size = micro_batch_size, temperature, chunk_size
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         # ``prompts``: an encoded-prompt cache to share (the student's, when the two processors render alike)
-        self.encode = prompts if prompts is not None else PromptCache(prompt_cache, processor.encode_prompt)
+        self.encode = prompts if prompts is not None else processor.prompt_cache(prompt_cache, prompt_cache_bytes)
         self.student_tokenizer = student_tokenizer or processor.tokenizer
         if shared_vocab is None:
             shared_vocab = self.student_tokenizer.get_vocab() == processor.tokenizer.get_vocab()
         self.shared_vocab = shared_vocab
+        # another vocabulary: the student's end-of-turn token is scored as the teacher's own (never as the literal
+        # text "<|im_end|>", several ordinary tokens of tiny probability that would give the stop no signal)
+        self.student_stop_ids = set(student_stop_ids or [])
+        self.end_of_turn = processor.end_of_turn_id
         # NOTE: with a shared vocabulary the student's suppressed ids (never sampled) are masked here
         # too, so both distributions live on the same support.
         own = set(processor.suppressed_token_ids)
@@ -76,11 +81,17 @@ class HFTeacher(TeacherScorer):
             if any(t >= self.vocab_size for t in body):
                 raise ValueError(f"response id >= teacher vocabulary size {self.vocab_size}")
             return body, start, None
-        text, ends = student_ends(self.student_tokenizer, body)
+        stop = bool(body) and body[-1] in self.student_stop_ids and self.end_of_turn is not None
+        text, ends = student_ends(self.student_tokenizer, body[:-1] if stop else body)
         enc = self.processor.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         student_chunk, teacher_chunk = align_chunks(torch.tensor(ends, dtype=torch.long),
                                                     torch.tensor([e for _, e in enc["offset_mapping"]], dtype=torch.long))
-        return list(enc["input_ids"]), start, (student_chunk, teacher_chunk)
+        ids = list(enc["input_ids"])
+        if stop:  # the stop is a chunk of its own: the student's end of turn against the teacher's
+            last = torch.tensor([int(student_chunk.max()) + 1 if len(student_chunk) else 0])
+            student_chunk, teacher_chunk = torch.cat([student_chunk, last]), torch.cat([teacher_chunk, last])
+            ids.append(self.end_of_turn)
+        return ids, start, (student_chunk, teacher_chunk)
 
     def score(self, samples, responses, topk: int = 0, full: bool = False) -> TeacherScores:
         if not self.shared_vocab and (topk or full):
@@ -96,49 +107,57 @@ class HFTeacher(TeacherScorer):
         for i, (s, r) in enumerate(zip(samples, responses)):
             try:
                 prepared[i] = (self.encode(s), *self._teacher_ids(r))
-            except Exception as e:  # noqa: BLE001 - a prompt the teacher cannot take fails that sample only
+            except RECORD_ERRORS as e:  # a prompt the teacher cannot take fails that sample only
                 failed[i], reasons[i] = True, f"{type(e).__name__}: {e}"
         ok = list(prepared)
         if self.offload:
             self.model.to(self.device)
         try:
-            for start in range(0, len(ok), self.micro_batch_size):
-                idx = ok[start:start + self.micro_batch_size]
+            queue = [ok[start:start + self.micro_batch_size] for start in range(0, len(ok), self.micro_batch_size)]
+            while queue:
+                idx = queue.pop(0)
                 try:
                     batch = self.processor.training_batch([prepared[i][0] for i in idx], [prepared[i][1] for i in idx])
                     sc = score_response_tokens(self.model, batch, self.suppressed, self.temperature, self.chunk_size,
                                                topk=topk, full=full, backbone=self.backbone,
                                                share_prompts=self.share_prompts)
-                    mask = batch["response_mask"].bool()
-                    for row, i in enumerate(idx):
-                        _, ids, offset, xtok = prepared[i]
-                        if int(mask[row].sum()) != len(ids):
-                            raise_row = f"LengthMismatch: teacher scored {int(mask[row].sum())} tokens of {len(ids)}"
-                            failed[i], reasons[i] = True, raise_row
-                            continue
-                        lp = sc["logprobs"][row, : len(ids)].float().cpu()
-                        if xtok is None:
-                            logprobs[i, offset: offset + len(ids)] = lp
-                            token_mask[i, offset: offset + len(ids)] = 1.0
-                        else:  # each student token gets its chunk's total teacher log-prob (algo.xtok)
-                            student_chunk, teacher_chunk = xtok
-                            n_s = len(student_chunk)
-                            totals = chunk_totals(lp, teacher_chunk, int(student_chunk.max()) + 1)
-                            logprobs[i, offset: offset + n_s] = totals[student_chunk]
-                            token_mask[i, offset: offset + n_s] = 1.0
-                            if out.chunks is None:
-                                out.chunks = torch.full((n, width), -1, dtype=torch.long)
-                            out.chunks[i, offset: offset + n_s] = student_chunk
-                        if topk:
-                            topk_ids[i, offset: offset + len(ids)] = sc["topk_ids"][row, : len(ids)].cpu()
-                            topk_lp[i, offset: offset + len(ids)] = sc["topk_logprobs"][row, : len(ids)].float().cpu()
-                        if full:
-                            if full_lp is None:
-                                full_lp = torch.zeros(n, width, sc["full_logprobs"].shape[-1])
-                            full_lp[i, offset: offset + len(ids)] = sc["full_logprobs"][row, : len(ids)].float().cpu()
-                except Exception as e:  # one bad micro-batch must not take the step down
-                    for i in idx:
-                        failed[i], reasons[i] = True, f"{type(e).__name__}: {e}"
+                except RECORD_ERRORS as e:
+                    # NOTE: a record whose inputs the model refuses (image features that do not match its
+                    # placeholders, say) fails its own rows: the micro-batch is scored again row by row to find
+                    # it. Out-of-memory and programming errors are not caught: they stop the run, the first
+                    # with the teacher stage's advice on what to lower.
+                    if len(idx) > 1:
+                        queue[:0] = [[i] for i in idx]
+                        continue
+                    failed[idx[0]], reasons[idx[0]] = True, f"{type(e).__name__}: {e}"
+                    continue
+                mask = batch["response_mask"].bool()
+                for row, i in enumerate(idx):
+                    _, ids, offset, xtok = prepared[i]
+                    if int(mask[row].sum()) != len(ids):
+                        raise_row = f"LengthMismatch: teacher scored {int(mask[row].sum())} tokens of {len(ids)}"
+                        failed[i], reasons[i] = True, raise_row
+                        continue
+                    lp = sc["logprobs"][row, : len(ids)].float().cpu()
+                    if xtok is None:
+                        logprobs[i, offset: offset + len(ids)] = lp
+                        token_mask[i, offset: offset + len(ids)] = 1.0
+                    else:  # each student token gets its chunk's total teacher log-prob (algo.xtok)
+                        student_chunk, teacher_chunk = xtok
+                        n_s = len(student_chunk)
+                        totals = chunk_totals(lp, teacher_chunk, int(student_chunk.max()) + 1)
+                        logprobs[i, offset: offset + n_s] = totals[student_chunk]
+                        token_mask[i, offset: offset + n_s] = 1.0
+                        if out.chunks is None:
+                            out.chunks = torch.full((n, width), -1, dtype=torch.long)
+                        out.chunks[i, offset: offset + n_s] = student_chunk
+                    if topk:
+                        topk_ids[i, offset: offset + len(ids)] = sc["topk_ids"][row, : len(ids)].cpu()
+                        topk_lp[i, offset: offset + len(ids)] = sc["topk_logprobs"][row, : len(ids)].float().cpu()
+                    if full:
+                        if full_lp is None:
+                            full_lp = torch.zeros(n, width, sc["full_logprobs"].shape[-1])
+                        full_lp[i, offset: offset + len(ids)] = sc["full_logprobs"][row, : len(ids)].float().cpu()
         finally:
             if self.offload:
                 self.model.to("cpu")

@@ -19,11 +19,13 @@ def teacher_from_config(name: str, t, cfg, student_proc, student_prompts=None):
     from ..models import cache_frozen_vision, load_model, load_processor
 
     processor = load_processor(t)
+    processor.keep_media = t.backend == "vllm"  # raw images / frames: only a vLLM engine reads them
     shared = student_prompts if t.backend == "hf" and processor.renders_like(student_proc) else None
     if shared is not None:
         processor.truncated = student_proc.truncated
     common = dict(processor=processor, name=name, micro_batch_size=t.batch_size or cfg.train.micro_batch_size,
-                  prompt_cache=cfg.train.prompt_cache, student_tokenizer=student_proc.tokenizer,
+                  prompt_cache=cfg.train.prompt_cache, prompt_cache_bytes=cfg.train.prompt_cache_bytes,
+                  student_tokenizer=student_proc.tokenizer,
                   shared_vocab=t.shared_vocab, strip_response_prefix=t.strip_response_prefix)
     if t.backend == "served":
         return make_teacher("served", url=t.url, model_name=t.served_model_name, timeout=t.timeout,
@@ -31,18 +33,19 @@ def teacher_from_config(name: str, t, cfg, student_proc, student_prompts=None):
     if t.backend == "vllm":
         return make_teacher("vllm", model=t.path, engine_kwargs=t.vllm.engine_kwargs(), **common)
     model = load_model(t, frozen=True)
-    cache_frozen_vision(model, cfg.train.vision_cache, f"teacher {name}")
+    cache_frozen_vision(model, cfg.train.vision_cache, f"teacher {name}", max_bytes=cfg.train.vision_cache_bytes)
     return make_teacher("hf", model=model, temperature=cfg.rollout.temperature,
                         suppressed_ids=student_proc.suppressed_token_ids, device=t.device,
                         offload_when_idle=t.offload_when_idle, compile=t.compile, share_prompts=t.share_prompts,
-                        prompts=shared, **common)
+                        prompts=shared, student_stop_ids=student_proc.eos_token_ids, **common)
 
 
 def score_routed(teachers: dict, samples, responses, routes: list[str], width: int, topk: int = 0,
                  full: bool = False) -> TeacherScores:
     """Scores rollout i with teacher ``routes[i]`` and merges the results into [B, width] tensors.
 
-    A teacher that raises fails its own rollouts (``failed``, with the reason), not the step.
+    A bad record fails its own rollouts inside the teacher (``failed``, with the reason); a teacher that raises
+    (out of memory, a programming error) stops the step: masking its rollouts would hide the cause.
     """
     n = len(responses)
     merged = TeacherScores.empty(n, width)
@@ -50,13 +53,7 @@ def score_routed(teachers: dict, samples, responses, routes: list[str], width: i
         rows = [i for i, r in enumerate(routes) if r == name]
         if not rows:
             continue
-        try:
-            sc = teacher.score([samples[i] for i in rows], [responses[i] for i in rows], topk=topk, full=full)
-        except Exception as e:  # noqa: BLE001 - a teacher that raises fails its rollouts, not the run
-            merged.failed[rows] = True
-            for i in rows:
-                merged.reasons[i] = f"{type(e).__name__}: {e}"
-            continue
+        sc = teacher.score([samples[i] for i in rows], [responses[i] for i in rows], topk=topk, full=full)
         w = min(width, sc.logprobs.shape[1])
         merged.logprobs[rows, :w] = sc.logprobs[:, :w]
         merged.token_mask[rows, :w] = sc.token_mask[:, :w] if sc.token_mask is not None else 1.0

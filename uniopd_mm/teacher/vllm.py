@@ -16,9 +16,13 @@ import time
 
 import torch
 
-from uniopd_mm.data import PromptCache
 
-from .base import TeacherScorer, TeacherScores
+from .base import RECORD_ERRORS, TeacherScorer, TeacherScores
+
+
+class RequestFailed(Exception):
+    """A scoring request that an engine or server refused or never answered: its rows fail, the step goes on
+    (a teacher that fails every rollout for ``train.max_teacher_failures_in_a_row`` steps stops the run)."""
 
 
 def response_logprobs_from_prompt_logprobs(prompt_logprobs, ids: list[int], n_response: int) -> list[float]:
@@ -47,7 +51,8 @@ class PromptLogprobTeacher(TeacherScorer):
     """Shared part: teacher prompts, response ids, and merging the per-sample results."""
 
     def __init__(self, processor, name: str = "teacher", student_tokenizer=None, shared_vocab: bool | None = None,
-                 strip_response_prefix: str | None = None, micro_batch_size: int = 16, prompt_cache: int = 4096, **_):
+                 strip_response_prefix: str | None = None, micro_batch_size: int = 16, prompt_cache: int = 4096,
+                 prompt_cache_bytes: int | None = None, **_):
         self.processor, self.name, self.micro_batch_size = processor, name, micro_batch_size
         self.student_tokenizer = student_tokenizer or processor.tokenizer
         if shared_vocab is None:
@@ -57,7 +62,7 @@ class PromptLogprobTeacher(TeacherScorer):
                              "backend for a teacher with another tokenizer")
         self.prefix_ids = (self.student_tokenizer(strip_response_prefix, add_special_tokens=False)["input_ids"]
                            if strip_response_prefix else [])
-        self.encode = PromptCache(prompt_cache, processor.encode_prompt)
+        self.encode = processor.prompt_cache(prompt_cache, prompt_cache_bytes)
 
     def _request(self, prompt, body: list[int]):
         raise NotImplementedError
@@ -80,7 +85,7 @@ class PromptLogprobTeacher(TeacherScorer):
                 prompt = self.encode(s)
                 body = list(r[start:])
                 prepared[i] = (self._request(prompt, body), prompt, body, start)
-            except Exception as e:  # noqa: BLE001 - a bad record fails its sample only
+            except RECORD_ERRORS as e:  # a bad record fails its sample only
                 failed[i], reasons[i] = True, f"{type(e).__name__}: {e}"
         ok = list(prepared)
         for b in range(0, len(ok), self.micro_batch_size):
@@ -93,7 +98,7 @@ class PromptLogprobTeacher(TeacherScorer):
                         raise res
                     ids, plp = res
                     lp = response_logprobs_from_prompt_logprobs(plp, ids, len(body))
-                except Exception as e:  # noqa: BLE001
+                except (*RECORD_ERRORS, RequestFailed) as e:  # a refused or lost request, a non-finite log-prob
                     failed[i], reasons[i] = True, f"{type(e).__name__}: {e}"
                     continue
                 logprobs[i, start: start + len(body)] = torch.tensor(lp)
@@ -125,8 +130,10 @@ class VLLMTeacher(PromptLogprobTeacher):
         sp = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0, detokenize=False)
         try:
             outs = self.llm.generate(requests, sp, use_tqdm=False)
-        except Exception as e:  # noqa: BLE001
-            return [e] * len(requests)
+        except RECORD_ERRORS as e:  # vLLM validates each request (a prompt over max_model_len, say): find the bad one
+            if len(requests) == 1:
+                return [e]
+            return [self._score_batch([r])[0] for r in requests]
         return [(list(o.prompt_token_ids), o.prompt_logprobs) for o in outs]
 
 
@@ -172,11 +179,11 @@ class ServedTeacher(PromptLogprobTeacher):
             except Exception as e:  # noqa: BLE001 - retried, then reported on every sample of the batch
                 last = e
                 if not retryable(e):
-                    err = RuntimeError(f"served teacher {self.url} refused the request (not retried): "
+                    err = RequestFailed(f"served teacher {self.url} refused the request (not retried): "
                                        f"{type(e).__name__}: {e}")
                     return [err] * len(requests)
                 if attempt < self.retries:
                     time.sleep(self.backoff * (2 ** attempt))
-        err = RuntimeError(f"served teacher {self.url} failed after {self.retries + 1} tries: "
+        err = RequestFailed(f"served teacher {self.url} failed after {self.retries + 1} tries: "
                            f"{type(last).__name__}: {last}")
         return [err] * len(requests)

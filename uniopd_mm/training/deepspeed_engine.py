@@ -234,15 +234,30 @@ class DeepSpeedEngine(TrainingEngine):
 
     @contextlib.contextmanager
     def rollout_context(self):
-        # NOTE: under ZeRO-3 each rank holds a shard; generate needs the whole model, so the
-        # parameters are gathered for the duration of the rollout (no modification allowed).
-        if self.cfg.zero_stage == 3:
-            import deepspeed
+        """Whole weights for ``generate``, and nothing collective in it.
 
-            with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
+        NOTE: under ZeRO-3 each rank holds a shard and ZeRO-3's module hooks gather a module's weights
+        collectively whenever it runs. Left installed during generation they re-gather (or at least
+        synchronise) at every decoding step, and every rank must then make the same calls in the same order:
+        uneven shards, a rank whose prompts were all rejected, or an eval shard one record shorter hang the run.
+        So the weights are gathered once and the hooks removed for the duration (DeepSpeed's own
+        ``unwrap_model_for_generation``, as TRL does), then put back. The dummy vision calls that keep ZeRO's
+        collectives in step (``VisualBalance``) are off too: there are none to keep in step.
+        """
+        balance = self.visual_balance
+        if balance is not None:
+            balance.active = False
+        try:
+            if self.cfg.zero_stage == 3:
+                from deepspeed.runtime.zero.stage3 import unwrap_model_for_generation
+
+                with unwrap_model_for_generation(self.engine):
+                    yield
+            else:
                 yield
-        else:
-            yield
+        finally:
+            if balance is not None:
+                balance.active = True
 
     def save(self, directory: Path) -> None:
         self.engine.save_checkpoint(str(directory), tag="engine", save_latest=False)

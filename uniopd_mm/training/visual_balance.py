@@ -47,10 +47,18 @@ def dummy_visual_call(visual) -> tuple[torch.Tensor, list[torch.Tensor]]:
     return out, []
 
 
+def extends_cache(kwargs: dict) -> bool:
+    """Whether a language-model call continues a non-empty KV cache: a decoding step, or the response half of a
+    shared-prompt forward. Such a call never runs the vision tower on any rank, so there is nothing to balance."""
+    cache = kwargs.get("past_key_values", kwargs.get("cache"))
+    return cache is not None and hasattr(cache, "get_seq_length") and cache.get_seq_length() > 0
+
+
 class VisualBalance:
     """Hooks on a VL model's vision tower (count its calls) and language model (top them up to
     ``calls`` with dummy calls, then reset the count). ``active`` switches the top-up off, e.g. while
-    the weights are gathered whole for a rollout and no forward runs a collective."""
+    the weights are gathered whole for a rollout and no forward runs a collective; a call that continues a KV
+    cache (a decoding step) is never topped up."""
 
     def __init__(self, model, calls: int = CALLS_PER_FORWARD):
         parts = vision_parts(model)
@@ -79,7 +87,7 @@ class VisualBalance:
         if missing < 0:
             raise RuntimeError(f"the vision tower ran {self.calls - missing} times in one forward; VisualBalance "
                                f"expects at most {self.calls}")
-        if not self.active or missing == 0:
+        if not self.active or missing == 0 or extends_cache(kwargs):
             return None
         embeds = kwargs.get("inputs_embeds")
         if embeds is None:
