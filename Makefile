@@ -8,7 +8,7 @@ export FORCE_QWENVL_VIDEO_READER ?= decord
 export TOKENIZERS_PARALLELISM ?= false
 ART ?= artifacts
 
-.PHONY: install run test test-all test-faults data models clean bench-step bench-env demo test-vllm vllm-env bench-step-vllm gpu-check real-weights-check real-weights bench-step-real
+.PHONY: install run test test-real test-all test-faults data models clean bench-step bench-env demo test-vllm vllm-env bench-step-vllm gpu-check real-weights-check real-weights bench-step-real
 
 $(STAMP): requirements.txt requirements-parity.txt requirements-parity-latex.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test: $(STAMP)
 
 test-faults: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m faults -rA tests/faults
+
+# the real-conditions lane whole: the 2,000-image stream, the static decoder's memory, the measurement's own check
+test-real: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider --runslow -rs tests/real_conditions
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider --runslow

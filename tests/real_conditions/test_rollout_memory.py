@@ -31,7 +31,7 @@ def ntv_bytes(n: int, t: int) -> int:
     return n * t * 151_936 * 4  # the float32 logits of every step, stacked
 
 
-@pytest.mark.parametrize("decoder", ["generate", "static"])
+@pytest.mark.parametrize("decoder", ["generate", pytest.param("static", marks=pytest.mark.slow)])
 def test_peak_memory_of_a_long_rollout_is_not_n_t_v(real_dir, decoder):
     n = 4
     short, long = (measure(real_dir / "qwen2_5-real", n, t, decoder) for t in (256, 1024))
@@ -44,6 +44,7 @@ def test_peak_memory_of_a_long_rollout_is_not_n_t_v(real_dir, decoder):
     assert long["peak_growth_bytes"] - short["peak_growth_bytes"] < 0.05 * (ntv_bytes(n, 1024) - ntv_bytes(n, 256))
 
 
+@pytest.mark.slow
 def test_the_measurement_sees_held_logits(real_dir):
     """The same measurement on a rollout that stacks its logits, as the old one did: it sees them."""
     n, t = 4, 256

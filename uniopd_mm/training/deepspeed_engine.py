@@ -105,6 +105,36 @@ def remove_cpu_allreduce_buffer() -> None:
         cpu_allreduce_buffer().unlink()
 
 
+@contextlib.contextmanager
+def without_zero3_hooks(engine):
+    """A ZeRO-3 engine's whole weights, gathered once, with none of ZeRO-3's module hooks installed: forwards in the
+    block run no collective, so each rank may run as many as it likes (``generate`` on its own shard of prompts).
+
+    NOTE: DeepSpeed's ``unwrap_model_for_generation`` (what TRL uses) removes the per-module hooks but keeps the
+    root module's start-of-forward hook, which while ZeRO re-records its trace (after every re-registration)
+    compares the module order across ranks with a collective at every forward: ranks with different numbers of
+    decoding steps then fail ("collective mismatch" under gloo) or hang (NCCL). That hook goes too, and comes back
+    first in line, as DeepSpeed registers it.
+    """
+    import deepspeed
+
+    optimizer = engine.optimizer
+    offload = getattr(optimizer, "parameter_offload", optimizer)
+    with deepspeed.zero.GatheredParameters(list(engine.module.parameters())):
+        for hook in offload.forward_hooks + offload.backward_hooks:
+            hook.remove()
+        offload.forward_hooks, offload.backward_hooks = [], []
+        offload.fwd_pre_hook.remove()
+        try:
+            yield
+        finally:
+            def start_of_forward(module, *args):
+                offload.get_param_coordinator().reset_step()
+
+            offload.fwd_pre_hook = offload.module.register_forward_pre_hook(start_of_forward, prepend=True)
+            offload._register_deepspeed_module(offload.module)
+
+
 class DeepSpeedEngine(TrainingEngine):
     def __init__(self, model_loader, train_cfg, **_):
         import deepspeed
@@ -240,20 +270,15 @@ class DeepSpeedEngine(TrainingEngine):
         collectively whenever it runs. Left installed during generation they re-gather (or at least
         synchronise) at every decoding step, and every rank must then make the same calls in the same order:
         uneven shards, a rank whose prompts were all rejected, or an eval shard one record shorter hang the run.
-        So the weights are gathered once and the hooks removed for the duration (DeepSpeed's own
-        ``unwrap_model_for_generation``, as TRL does), then put back. The dummy vision calls that keep ZeRO's
-        collectives in step (``VisualBalance``) are off too: there are none to keep in step.
+        So the weights are gathered once and the hooks removed for the duration (``without_zero3_hooks``), then put
+        back. The dummy vision calls that keep ZeRO's collectives in step (``VisualBalance``) are off too: there
+        are none to keep in step.
         """
         balance = self.visual_balance
         if balance is not None:
             balance.active = False
         try:
-            if self.cfg.zero_stage == 3:
-                from deepspeed.runtime.zero.stage3 import unwrap_model_for_generation
-
-                with unwrap_model_for_generation(self.engine):
-                    yield
-            else:
+            with without_zero3_hooks(self.engine) if self.cfg.zero_stage == 3 else contextlib.nullcontext():
                 yield
         finally:
             if balance is not None:
