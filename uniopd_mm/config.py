@@ -299,6 +299,9 @@ class TrainConfig:
                                          "least recently used out first", range=(0.0, None))
     vision_cache_mb: float = cfg(1024.0, "memory each vision-feature cache (train.vision_cache) may hold, in MiB",
                                  range=(0.0, None))
+    preflight: bool = cfg(True, "before step 1, check that each teacher scores what the student samples: the same end "
+                                "of turn, every response token, and (a teacher that reads pixels) scores that move "
+                                "when the images are replaced by gray ones (uniopd_mm/preflight.py)")
     vision_cache: int = cfg(0, "keep the vision features of this many images / videos for each frozen vision tower "
                                "(the student's with vision_lr_scale 0, each HF teacher's), so an image runs through "
                                "a tower once; 0: off. Qwen2-VL and Qwen2.5-VL, not under ZeRO-3", range=(0, None))

@@ -117,6 +117,12 @@ class Trainer:
                                        max_new_tokens=r.max_new_tokens)
         self.prompts = StepPrompts(self.samples, sampler, prompt_cache, self.rejects, cfg.data.strict, self.rank,
                                    self.world, check=self.teacher_of, all_reduce=self.engine.all_reduce)
+        if cfg.train.preflight:  # every rank, the same records: all stop together
+            from . import preflight
+
+            lines = preflight.run(self.teachers, self.teacher_of, self.student_proc, self.samples, self.out)
+            if self.is_main and cfg.logging.progress:
+                print("preflight: " + "; ".join(lines))
         self.step = 0
         self.logger = None
         if self.is_main:
