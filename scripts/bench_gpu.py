@@ -2,6 +2,7 @@
 
     python scripts/bench_gpu.py [--out runs/bench_gpu --steps 6 --prompts 8 --n 4 --max-new-tokens 256]
     python scripts/bench_gpu.py --shape tiny --device cpu     # the same pipeline at tiny size (a CPU check)
+    python scripts/bench_gpu.py --rollout-memory [--n 64 --max-new-tokens 4096]   # the rollout alone, its peak memory
 
 ``--shape 3b-7b`` (default) builds a Qwen2.5-VL-3B-shaped student and a Qwen2.5-VL-7B-shaped teacher
 (the published layer counts, widths, heads, vocabulary 151936 and vision towers) with random weights in
@@ -10,6 +11,10 @@ vocabulary), saves them under --out/models, writes synthetic image and video col
 runs ``deepspeed scripts/train_mm.py`` (ZeRO-3, bf16, HF rollout, the teacher on the same GPU) for
 --steps steps. Prints and writes report.md / report.json: median seconds per stage, step time,
 response tokens per step and tokens/s (first step left out as warm-up), peak GPU memory.
+
+``--rollout-memory`` times one HF rollout of the student alone (N = --n sequences of --max-new-tokens tokens
+on one text prompt, temperature 1) and reports its peak GPU memory beside what holding the [N, T, V] float32
+logits would take (64 x 4,096 x 151,936 x 4 B = 159 GB), then stops.
 
 Refuses to run the real-size shape without a CUDA device (nothing here can simulate one). The numbers
 are for random weights: responses run to --max-new-tokens, which is what a timing needs.
@@ -71,6 +76,49 @@ def build(tiny_preset: Path, shape: str, out: Path, device: str) -> Path:
     return out
 
 
+def rollout_memory(student: Path, args) -> dict:
+    """One rollout of ``args.n`` x ``args.max_new_tokens`` tokens: seconds, tokens, peak memory (GPU) against
+    the [N, T, V] float32 logits the old rollout held."""
+    import torch
+
+    from uniopd_mm.config import ModelConfig
+    from uniopd_mm.data import parse_record
+    from uniopd_mm.models import load_model, load_processor
+    from uniopd_mm.rollout import SamplingParams
+    from uniopd_mm.rollout.hf import HFRollout
+
+    dtype = "bfloat16" if args.device == "cuda" else "float32"
+    cfg = ModelConfig(path=str(student), family="qwen2_5_vl", dtype=dtype)
+    model, proc = load_model(cfg, device=args.device), load_processor(cfg)
+    prompt = proc.encode_prompt(parse_record({"id": "m", "domain": "x", "answer": "1", "messages": [
+        {"role": "user", "content": "Write a long story about shapes and colours."}]}))
+    rollout = HFRollout(model, proc, batch_size=args.n)
+    cuda = args.device == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    t0 = time.time()
+    out = rollout.generate([prompt], SamplingParams(n=args.n, temperature=1.0, max_new_tokens=args.max_new_tokens))
+    if cuda:
+        torch.cuda.synchronize()
+    vocab = model.get_output_embeddings().weight.shape[0]
+    report = {"n": args.n, "max_new_tokens": args.max_new_tokens, "vocab": vocab, "seconds": time.time() - t0,
+              "tokens": sum(len(r) for r in out.responses),
+              "weights_gib": base / 2**30 if cuda else None,
+              "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+              "ntv_float32_gib": args.n * args.max_new_tokens * vocab * 4 / 2**30,
+              "device": torch.cuda.get_device_name(0) if cuda else "cpu", "date": time.strftime("%Y-%m-%d")}
+    lines = [f"rollout of {args.n} x {args.max_new_tokens} tokens ({report['tokens']} sampled), V = {vocab}, "
+             f"{report['device']}, {report['date']}: {report['seconds']:.1f} s; peak GPU memory "
+             + (f"{report['peak_gib']:.1f} GiB (weights {report['weights_gib']:.1f} GiB)" if cuda else "n/a")
+             + f"; holding [N, T, V] float32 would take {report['ntv_float32_gib']:.0f} GiB"]
+    from uniopd_mm.metrics import write_report
+
+    write_report(args.out, lines, report)
+    return report
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/bench_gpu"))
@@ -83,6 +131,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--zero-stage", type=int, default=3)
     ap.add_argument("--micro-batch-size", type=int, default=8)
+    ap.add_argument("--rollout-memory", action="store_true",
+                    help="time one rollout of the student alone (--n sequences of --max-new-tokens) and its peak memory")
     ap.add_argument("--data", type=Path, default=None,
                     help="a dataset made with the spec below, when this machine cannot write videos (no PyAV)")
     args = ap.parse_args(argv)
@@ -102,6 +152,8 @@ def main(argv=None) -> dict:
     make_tiny_models(args.tiny, ["qwen2_5_vl-student", "qwen2_5_vl-teacher"], progress=False)
     if args.shape == "tiny":
         student, teacher = args.tiny / "qwen2_5_vl-student", args.tiny / "qwen2_5_vl-teacher"
+        if args.rollout_memory:
+            return rollout_memory(student, args)
         pixels = {"image_min_pixels": 784, "image_max_pixels": 50176, "video_min_pixels": 784, "video_max_pixels": 12544}
     else:
         t0 = time.time()
@@ -109,6 +161,8 @@ def main(argv=None) -> dict:
         teacher = build(args.tiny / "qwen2_5_vl-teacher", "7b", args.out / "models" / "teacher-7b", args.device)
         print(f"models ready in {time.time() - t0:.0f} s", flush=True)
         pixels = PIXELS
+    if args.rollout_memory:
+        return rollout_memory(student, args)
     data = args.data or args.out / "data"
     if not (data / "train.jsonl").exists():
         generate(SyntheticSpec(n_train=max(64, args.prompts * (args.steps + 1)), n_test=4,

@@ -9,7 +9,8 @@
 # `deepspeed` runs of the tiny models with NCCL and bf16 (Qwen2-VL ZeRO-3 HF generate; text ZeRO-2 with
 # the static decoder and the KL reference model; the cross-modal mixture under ZeRO-3), on 1 GPU and on
 # 2 where present; the vLLM GPU tests where vllm is installed; scripts/bench_gpu.py at real size
-# (Qwen2.5-VL 3B student, 7B teacher, random weights, bf16, ZeRO-3).
+# (Qwen2.5-VL 3B student, 7B teacher, random weights, bf16, ZeRO-3), and its student's rollout of 64 x 4,096 tokens alone
+# with its peak memory (the [N, T, V] logits are never held).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/gpu_check}
@@ -95,6 +96,11 @@ if $PY -c "import vllm" > /dev/null 2>&1; then
 else
   row "vLLM rollouts and teacher" "NOT RUN" 0 "vllm is not installed here"
 fi
+
+part rollout_memory ${ROLLOUT_LIMIT:-300} $PY scripts/bench_gpu.py --rollout-memory --out "$OUT/rollout_memory" \
+  --n 64 --max-new-tokens ${ROLLOUT_TOKENS:-4096}
+row "rollout 64 x ${ROLLOUT_TOKENS:-4096} tokens, 3B-shaped student, V = 151936" "$(verdict)" $DT \
+  "$(head -1 "$OUT/rollout_memory/report.md" 2>/dev/null)"
 
 part bench_gpu ${BENCH_LIMIT:-330} $PY scripts/bench_gpu.py --out "$OUT/bench" --data "$DATA/bench" \
   --steps ${BENCH_STEPS:-3} --prompts 8 --n 4 --max-new-tokens ${BENCH_TOKENS:-128}

@@ -135,7 +135,8 @@ def test_served_teacher_timeout_and_nan_mask_their_rollouts(tiny_dir, synth_dir,
     try:
         trainer = Trainer(tiny_config(
             tiny_dir, synth_dir, out, student="qwen3-student", teacher="qwen3-teacher", family="text",
-            overrides=["train.steps=1", "train.micro_batch_size=4", "teacher.backend=served", f"teacher.url={server.url}",
+            overrides=["train.steps=1", "train.preflight=false", "train.micro_batch_size=4", "teacher.backend=served",
+                       f"teacher.url={server.url}",
                        "teacher.served_model_name=m", "teacher.timeout=0.5", "teacher.retries=0"]))
         trainer.train()
     finally:

@@ -251,3 +251,48 @@ def test_trainer_with_vllm_rollout_stays_in_sync(lm, tmp_path):
     assert len(rows) == 3 and all(r["train/grad_norm"] > 0 for r in rows)
     assert all(r["rollout/logprob_mismatch"] < 2e-3 for r in rows), [r["rollout/logprob_mismatch"] for r in rows]
     assert rows[0]["opd/reverse_kl"] != rows[-1]["opd/reverse_kl"]  # the student moved, and vLLM followed it
+
+
+def test_two_processes_colocated_vllm_rollouts_with_zero3_sync(lm, tmp_path):
+    """`deepspeed --num_gpus 2 scripts/train_mm.py` with rollout.backend=vllm under ZeRO-3: each rank builds its own
+    engine inside the 2-rank group (``external_launcher``), samples its own shard of 3 prompts a step (2 + 1), and
+    after every update gets the ZeRO-3 shards gathered whole. A stale or mixed-up engine would drift from the
+    trainer's recomputed log-probs; the synced one stays within float rounding of them."""
+    import json
+
+    import yaml
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from uniopd_mm.synthetic import SyntheticSpec, generate
+
+    generate(SyntheticSpec(n_train=24, n_test=4, domains=("text-arith",), levels=(0,)), tmp_path / "data", progress=False)
+    teacher = perturb(AutoModelForCausalLM.from_pretrained(lm), 0.3, seed=1)
+    teacher.save_pretrained(tmp_path / "teacher")
+    AutoTokenizer.from_pretrained(lm).save_pretrained(tmp_path / "teacher")
+    cfg = {"name": "vllm2", "output_dir": str(tmp_path / "run"), "seed": 0,
+           "student": {"path": str(lm), "family": "text"},
+           "teacher": {"path": str(tmp_path / "teacher"), "family": "text"},
+           "data": {"train_path": str(tmp_path / "data" / "train.jsonl")},
+           "rollout": {"backend": "vllm", "n": 2, "max_new_tokens": 8,
+                       "vllm": {"enforce_eager": True, "max_model_len": 512, "dtype": "float32",
+                                "cpu_kvcache_space_gb": 1}},
+           "train": {"engine": "deepspeed", "zero_stage": 3, "steps": 3, "prompts_per_step": 3, "micro_batch_size": 8,
+                     "lr": 1e-2, "warmup_steps": 0, "save_every": 0, "collective_timeout_s": 120},
+           "logging": {"progress": False, "tensorboard": False}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(port),
+           str(ROOT / "scripts" / "train_mm.py"), "--config", str(tmp_path / "cfg.yaml")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, start_new_session=True,
+                          env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(r["train/grad_norm"] > 0 for r in rows)
+    assert all(r["rollout/logprob_mismatch"] < 2e-3 for r in rows), [r["rollout/logprob_mismatch"] for r in rows]
+    assert rows[0]["opd/reverse_kl"] != rows[-1]["opd/reverse_kl"]
+    state = json.loads((tmp_path / "run" / "checkpoints" / "step_000003" / "trainer_state.json").read_text())
+    ranks = [json.loads((tmp_path / "run" / "checkpoints" / "step_000003" / f"rank{r}.json").read_text())
+             for r in range(2)]
+    assert state["world_size"] == 2 and [r["rollout"]["step"] for r in ranks] == [3, 3]  # vLLM seed counters

@@ -114,7 +114,9 @@ class VLLMTeacher(PromptLogprobTeacher):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
-        self.llm = LLM(model=str(model), **(engine_kwargs or {}))
+        from ..rollout.vllm import colocated
+
+        self.llm = LLM(model=str(model), **colocated(engine_kwargs or {}, "teacher.vllm"))
 
     def _request(self, prompt, body):
         if prompt.multi_modal_data:
