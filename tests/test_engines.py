@@ -22,7 +22,7 @@ def fixed_batch(tiny_dir, synth_samples, tiny_processor_options):
     return proc, prompts, responses
 
 
-def _one_step(engine_name, tiny_dir, fixed_batch, **train):
+def _one_step(engine_name, tiny_dir, fixed_batch, rollout_first=False, **train):
     proc, prompts, responses = fixed_batch
     cfg = TrainConfig(engine=engine_name, lr=1e-2, warmup_steps=0, grad_clip=1.0, **train)
     mcfg = ModelConfig(path=str(tiny_dir / "qwen2_vl-student"), family="qwen2_vl")
@@ -35,10 +35,39 @@ def _one_step(engine_name, tiny_dir, fixed_batch, **train):
         lp = response_logprobs(model, batch, proc.suppressed_token_ids)["logprobs"]
         return aggregate(-lp, batch["response_mask"], "token_mean", n_tok), {}
 
+    if rollout_first:  # a rollout, then the step: ZeRO-3's hooks must be back in place for the update
+        from uniopd_mm.rollout import SamplingParams
+        from uniopd_mm.rollout.hf import HFRollout
+
+        torch.manual_seed(5)
+        with engine.rollout_context():
+            out = HFRollout(engine.module, proc).generate(prompts[:2], SamplingParams(n=2, max_new_tokens=8))
+        train["rollout"] = out.responses
     metrics = engine.train_step([[0, 1], [2, 3]], nll)  # two micro-batches, one optimiser step
     with engine.rollout_context():
         params = {k: v.detach().clone() for k, v in engine.module.named_parameters()}
-    return metrics, params
+    return (metrics, params, train["rollout"]) if rollout_first else (metrics, params)
+
+
+def test_a_zero3_rollout_is_plain_generate_and_leaves_the_update_alone(tiny_dir, fixed_batch):
+    """Under ZeRO-3 the rollout runs on weights gathered once, without ZeRO-3's hooks: its tokens are what plain
+    ``generate`` of a separately loaded model draws with the same seed, and the update after it equals the update
+    of an engine that ran no rollout (the hooks are back)."""
+    proc, prompts, _ = fixed_batch
+    plain, plain_params = _one_step("deepspeed", tiny_dir, fixed_batch, zero_stage=3)
+    after, after_params, tokens = _one_step("deepspeed", tiny_dir, fixed_batch, rollout_first=True, zero_stage=3)
+    assert after["train/loss"] == plain["train/loss"] and after["train/grad_norm"] == plain["train/grad_norm"]
+    assert all(torch.equal(after_params[k], v) for k, v in plain_params.items())
+    model = load_model(ModelConfig(path=str(tiny_dir / "qwen2_vl-student"), family="qwen2_vl"))
+    batch = proc.rollout_batch([p for p in prompts[:2] for _ in range(2)])
+    torch.manual_seed(5)
+    with torch.no_grad():
+        seqs = model.eval().generate(**batch, do_sample=True, top_k=0, top_p=1.0, temperature=1.0, max_new_tokens=8,
+                                     suppress_tokens=proc.suppressed_token_ids, eos_token_id=proc.eos_token_ids,
+                                     pad_token_id=proc.pad_token_id)[:, batch["input_ids"].shape[1]:].tolist()
+    eos = set(proc.eos_token_ids)
+    expected = [ids[: next((k + 1 for k, t in enumerate(ids) if t in eos), len(ids))] for ids in seqs]
+    assert tokens == expected
 
 
 def test_torch_and_deepspeed_agree_on_one_step(tiny_dir, fixed_batch):

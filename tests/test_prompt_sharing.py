@@ -106,7 +106,8 @@ def test_a_teacher_that_renders_alike_reuses_the_students_encoded_prompts(tiny_d
     real = qwen2_vl.Processor.encode_prompt
     monkeypatch.setattr(qwen2_vl.Processor, "encode_prompt",
                         lambda self, sample: calls.append((self.options.image_max_pixels, sample.id)) or real(self, sample))
-    trainer = Trainer(tiny_config(tiny_dir, synth_dir, tmp_path / "alike"))
+    # no preflight: it scores a record through the teacher before step 1, and this test counts encodings
+    trainer = Trainer(tiny_config(tiny_dir, synth_dir, tmp_path / "alike", overrides=["train.preflight=false"]))
     (teacher,) = trainer.teachers.values()
     assert teacher.encode is trainer.prompts.encode
     trainer.train_step()
@@ -115,7 +116,7 @@ def test_a_teacher_that_renders_alike_reuses_the_students_encoded_prompts(tiny_d
 
     calls.clear()
     trainer = Trainer(tiny_config(tiny_dir, synth_dir, tmp_path / "other",
-                                  overrides=["teacher.processor.image_max_pixels=3136"]))
+                                  overrides=["teacher.processor.image_max_pixels=3136", "train.preflight=false"]))
     (teacher,) = trainer.teachers.values()
     assert teacher.encode is not trainer.prompts.encode
     trainer.train_step()

@@ -97,7 +97,8 @@ def test_a_training_step_with_the_cache_equals_one_without(tiny_dir, synth_dir, 
     for limit in (0, 64):
         torch.manual_seed(0)
         trainer = Trainer(tiny_config(tiny_dir, synth_dir, tmp_path / f"c{limit}",
-                                      overrides=["train.vision_lr_scale=0", f"train.vision_cache={limit}"]))
+                                      overrides=["train.vision_lr_scale=0", f"train.vision_cache={limit}",
+                                                 "train.preflight=false"]))  # the counts below are the step's
         out[limit] = trainer.train_step()
     (teacher,) = trainer.teachers.values()
     # each image prompt's 2 rollouts: the student's tower ran once for the rollouts, pi_old and the update (hits:

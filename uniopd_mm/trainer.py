@@ -100,14 +100,15 @@ class Trainer:
         self.student_proc.keep_media = cfg.rollout.backend == "vllm"
         prompt_cache = self.student_proc.prompt_cache(cfg.train.prompt_cache, cfg.train.prompt_cache_bytes)
         # teachers are loaded once; each prompt is scored by exactly one of them
-        self.teachers = {name: teacher_from_config(name, t, cfg, self.student_proc, prompt_cache)
+        self.teachers = {name: teacher_from_config(name, t, cfg, self.student_proc, prompt_cache, self.world)
                          for name, t in cfg.teacher_registry.items()}
         self.ref_model = None
         if cfg.algo.kl_coef > 0:
             self.ref_model = load_model(cfg.student, device=str(model_device(self.engine.module)), frozen=True)
         if cfg.rollout.backend == "vllm":
             self.rollout = make_rollout_engine("vllm", model_path=cfg.student.path, processor=self.student_proc,
-                                               seed=cfg.seed * 1000 + self.rank, **cfg.rollout.vllm.engine_kwargs())
+                                               seed=cfg.seed * 1000 + self.rank, world_size=self.world,
+                                               **cfg.rollout.vllm.engine_kwargs())
         else:
             self.rollout = make_rollout_engine(cfg.rollout.backend, model=self.engine.module,
                                                processor=self.student_proc, batch_size=cfg.rollout.batch_size,

@@ -81,27 +81,27 @@ def parse_outputs(outputs, eos_ids: Iterable[int], exact: bool = True) -> Rollou
     return out
 
 
-def colocated(engine_kwargs: dict, field: str = "rollout.vllm") -> dict:
-    """``vllm.LLM`` arguments for an engine inside an initialised multi-process group (``deepspeed --num_gpus N``):
-    each rank's engine joins the launcher's processes (``distributed_executor_backend="external_launcher"``, as
-    TRL and verl colocate) instead of building a distributed environment of its own inside theirs.
+def colocated(engine_kwargs: dict, world_size: int, field: str = "rollout.vllm") -> dict:
+    """``vllm.LLM`` arguments for an engine on each of ``world_size`` training processes (``deepspeed --num_gpus
+    N``): each rank's engine joins the launcher's process group (``distributed_executor_backend=
+    "external_launcher"``, as TRL and verl colocate) instead of building a distributed environment of its own
+    inside it.
 
     NOTE: one engine per rank, each on its own shard of prompts: tensor parallelism across the training ranks
     would need sub-groups of ranks that feed identical prompts, which this does not set up."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    if world_size <= 1:
         return engine_kwargs
     if engine_kwargs.get("tensor_parallel_size", 1) > 1:
-        raise ValueError(f"{field}.tensor_parallel_size: {engine_kwargs['tensor_parallel_size']} with "
-                         f"{dist.get_world_size()} training processes; a colocated engine runs on each rank's own "
-                         "device (tensor_parallel_size 1), or serve a larger teacher (backend: served)")
+        raise ValueError(f"{field}.tensor_parallel_size: {engine_kwargs['tensor_parallel_size']} with {world_size} "
+                         "training processes; a colocated engine runs on each rank's own device "
+                         "(tensor_parallel_size 1), or serve a larger teacher (backend: served)")
     return {"distributed_executor_backend": "external_launcher", **engine_kwargs}
 
 
 class VLLMRollout(RolloutEngine):
-    def __init__(self, model_path: str, processor, seed: int = 0, **engine_kwargs):
-        """``engine_kwargs`` go to ``vllm.LLM`` (``VLLMEngineConfig.engine_kwargs()`` builds them)."""
+    def __init__(self, model_path: str, processor, seed: int = 0, world_size: int = 1, **engine_kwargs):
+        """``engine_kwargs`` go to ``vllm.LLM`` (``VLLMEngineConfig.engine_kwargs()`` builds them); ``world_size``:
+        the training processes, each with an engine of its own (``colocated``)."""
         # in-process engine core: weight sync reaches the model object directly
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
@@ -109,7 +109,7 @@ class VLLMRollout(RolloutEngine):
         self.processor, self.seed = processor, seed
         self.sleep_mode = bool(engine_kwargs.get("enable_sleep_mode"))
         # log-probs after temperature and the logit bias, as the trainer computes them
-        self.llm = LLM(model=str(model_path), seed=seed, logprobs_mode="processed_logprobs", **colocated(engine_kwargs))
+        self.llm = LLM(model=str(model_path), seed=seed, logprobs_mode="processed_logprobs", **colocated(engine_kwargs, world_size))
         self._step = 0
 
     def generate(self, prompts, params: SamplingParams) -> RolloutOutput:

@@ -10,7 +10,7 @@ from . import make_teacher
 from .base import TeacherScores
 
 
-def teacher_from_config(name: str, t, cfg, student_proc, student_prompts=None):
+def teacher_from_config(name: str, t, cfg, student_proc, student_prompts=None, world_size: int = 1):
     """One scorer for teacher config ``t``: a local HF model, a local vLLM engine, or a server.
 
     ``student_prompts``: the student's encoded-prompt cache, which a local HF teacher whose processor renders
@@ -31,7 +31,7 @@ def teacher_from_config(name: str, t, cfg, student_proc, student_prompts=None):
         return make_teacher("served", url=t.url, model_name=t.served_model_name, timeout=t.timeout,
                             retries=t.retries, **common)
     if t.backend == "vllm":
-        return make_teacher("vllm", model=t.path, engine_kwargs=t.vllm.engine_kwargs(), **common)
+        return make_teacher("vllm", model=t.path, engine_kwargs=t.vllm.engine_kwargs(), world_size=world_size, **common)
     model = load_model(t, frozen=True)
     cache_frozen_vision(model, cfg.train.vision_cache, f"teacher {name}", max_bytes=cfg.train.vision_cache_bytes)
     return make_teacher("hf", model=model, temperature=cfg.rollout.temperature,

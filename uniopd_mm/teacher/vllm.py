@@ -109,14 +109,14 @@ class PromptLogprobTeacher(TeacherScorer):
 class VLLMTeacher(PromptLogprobTeacher):
     """A local ``vllm.LLM`` teacher (``model`` is its checkpoint path)."""
 
-    def __init__(self, model, processor, engine_kwargs: dict | None = None, **kw):
+    def __init__(self, model, processor, engine_kwargs: dict | None = None, world_size: int = 1, **kw):
         super().__init__(processor, **kw)
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
         from ..rollout.vllm import colocated
 
-        self.llm = LLM(model=str(model), **colocated(engine_kwargs or {}, "teacher.vllm"))
+        self.llm = LLM(model=str(model), **colocated(engine_kwargs or {}, world_size, "teacher.vllm"))
 
     def _request(self, prompt, body):
         if prompt.multi_modal_data:
