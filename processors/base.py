@@ -234,13 +234,13 @@ def collate(prompts: list[PromptInputs], responses: list[list[int]] | None, pad_
     left = padding_side == "left" or responses is not None
 
     def pad_rows(rows, width, value, on_left):
+        # one tensor for all rows, placed by a mask of the filled cells (row-major, as the rows are concatenated):
+        # a tensor per row cost more than the forward of a tiny model
         out = torch.full((n, width), value, dtype=torch.long)
-        for i, r in enumerate(rows):
-            if r:
-                if on_left:
-                    out[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-                else:
-                    out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        lengths = torch.tensor([len(r) for r in rows])
+        cols = torch.arange(width)
+        filled = cols[None, :] >= (width - lengths)[:, None] if on_left else cols[None, :] < lengths[:, None]
+        out[filled] = torch.tensor([x for r in rows for x in r], dtype=torch.long)
         return out
 
     ids = pad_rows([p.prompt_ids for p in prompts], width_p, pad_id, left)

@@ -156,6 +156,7 @@ class Trainer:
     # -- the step: seven stages, each one call -------------------------------------------------
     def train_step(self) -> dict[str, float]:
         t, t_step = self.stage, time.perf_counter()
+        self.step_batches: dict[tuple, dict] = {}  # this step's collated text micro-batches (student_batch)
         samples, prompts, prompt_groups = self.next_prompts()
         with t("rollout"), self.engine.rollout_context():
             ro = self.rollout.generate(prompts, self.sampling)
@@ -191,8 +192,17 @@ class Trainer:
                         micro_batches=even_micro_batches(n, self.cfg.train.micro_batch_size, self.engine))
 
     def student_batch(self, prompts, responses, rows):
+        """The collated micro-batch ``rows`` of this step. A text-only one is kept for the step, so pi_old and the
+        update collate it once; one with pixels is built each time (it would hold its rows' pixels twice)."""
+        key = tuple(rows)
+        cached = getattr(self, "step_batches", {}).get(key)
+        if cached is not None:
+            return cached
         take, _ = micro_batch_rows(rows)
-        return self.student_proc.training_batch([prompts[r] for r in take], [responses[r] for r in take])
+        batch = self.student_proc.training_batch([prompts[r] for r in take], [responses[r] for r in take])
+        if hasattr(self, "step_batches") and not any(k.startswith("pixel_values") for k in batch):
+            self.step_batches[key] = batch
+        return batch
 
     def old_logprobs(self, rollouts: Rollouts, ro):
         """Stage 3: pi_old of every response token (the rollout engine's own with rollout.reuse_logprobs) and the

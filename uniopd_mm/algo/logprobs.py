@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def suppress(logits: torch.Tensor, suppressed_ids: list[int] | torch.Tensor | None) -> torch.Tensor:
-    """Sets the logits of never-sampled tokens to -inf (out of place).
+def suppress(logits: torch.Tensor, suppressed_ids: list[int] | torch.Tensor | None, inplace: bool = False) -> torch.Tensor:
+    """Sets the logits of never-sampled tokens to -inf (out of place; ``inplace`` for a tensor the caller just made,
+    which saves a copy of [rows, V]).
 
     The same ids must be suppressed in the rollout, in the student's and the teacher's training
     log-probs and in greedy evaluation; otherwise the policy gradient drains probability into
@@ -14,7 +15,7 @@ def suppress(logits: torch.Tensor, suppressed_ids: list[int] | torch.Tensor | No
     """
     if suppressed_ids is None or len(suppressed_ids) == 0:
         return logits
-    out = logits.clone()
+    out = logits if inplace else logits.clone()
     out[..., suppressed_ids] = float("-inf")
     return out
 
@@ -36,7 +37,7 @@ def selective_log_softmax(logits: torch.Tensor, ids: torch.Tensor, suppressed_id
     flat, flat_ids = logits.reshape(b * t, v), ids.reshape(b * t)
     out = torch.empty(b * t, dtype=torch.float32, device=logits.device)
     for start in range(0, b * t, chunk_size):
-        rows = suppress(flat[start:start + chunk_size].float() / temperature, suppressed_ids)
+        rows = suppress(flat[start:start + chunk_size].float() / temperature, suppressed_ids, inplace=True)
         picked = rows.gather(-1, flat_ids[start:start + chunk_size, None]).squeeze(-1)
         out[start:start + chunk_size] = picked - torch.logsumexp(rows, dim=-1)
     return out.view(b, t)
@@ -44,7 +45,7 @@ def selective_log_softmax(logits: torch.Tensor, ids: torch.Tensor, suppressed_id
 
 def log_softmax_full(logits: torch.Tensor, suppressed_ids=None, temperature: float = 1.0) -> torch.Tensor:
     """[B, T, V] float32 log-probabilities over the whole vocabulary (for full-vocabulary losses)."""
-    return torch.log_softmax(suppress(logits.float() / temperature, suppressed_ids), dim=-1)
+    return torch.log_softmax(suppress(logits.float() / temperature, suppressed_ids, inplace=True), dim=-1)
 
 
 def entropy_from_logits(logits: torch.Tensor, suppressed_ids=None, temperature: float = 1.0,

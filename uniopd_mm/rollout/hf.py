@@ -24,7 +24,7 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0
     """[B, V] float32 logits to sample from: suppressed ids at -inf, divided by the temperature, then
     top-k and nucleus (top-p) filtering (the smallest set of tokens whose mass reaches top_p, at
     least one), in ``generate``'s order."""
-    out = suppress(logits.float() / temperature, suppressed_ids)
+    out = suppress(logits.float() / temperature, suppressed_ids, inplace=True)
     if top_k and top_k < out.shape[-1]:
         kth = out.topk(top_k, dim=-1).values[:, -1:]
         out = out.masked_fill(out < kth, float("-inf"))
@@ -74,7 +74,7 @@ class SampledTokenLogprobs:
         self.steps: list[torch.Tensor] = []
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        scores = suppress(scores, self.suppressed)
+        scores = suppress(scores, self.suppressed, inplace=True)  # generate's own float32 copy of the logits
         if self.record:
             self._take(input_ids[:, -1])
             self.pending = (scores.float() / self.temperature).log_softmax(-1)
