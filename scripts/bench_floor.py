@@ -3,10 +3,12 @@
     python scripts/bench_floor.py [--engine torch] [--steps 6 --warmup 2] [--out runs/bench_floor]
     python scripts/bench_floor.py --engine deepspeed --zero-stage 3
     deepspeed --num_gpus 2 scripts/bench_floor.py --engine deepspeed --zero-stage 3      # two processes
-    python scripts/bench_floor.py --real-weights        # the SmolLM2-135M pair (after `make real-weights`)
+    python scripts/bench_floor.py --real-weights        # SmolLM2-135M (after `make real-weights-check`)
 
 Our trainer runs ``--warmup`` + ``--steps`` steps of plain OPD on the tiny text pair (``qwen3-student`` /
-``qwen3-teacher``; 16 prompts x 4 samples x 64 tokens, temperature 1) or the SmolLM2-135M pair. Right after each of
+``qwen3-teacher``; 16 prompts x 4 samples x 64 tokens, temperature 1) or SmolLM2-135M-Instruct (4 prompts x 4 x 32;
+the real-weights lane's fine-tuned teacher where `make real-weights` made it, else the student's own weights as
+the teacher: the timing needs the shapes, not a good teacher). Right after each of
 our stages the same work runs again through the bare libraries, on the same weights, inputs and process, and is
 timed the same way:
 
@@ -242,12 +244,12 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.local_rank is not None or "LOCAL_RANK" in os.environ:
         args.engine = "deepspeed"
-    if args.real_weights:
+    if args.real_weights:  # a timing needs real shapes, not the lane's fine-tuned teacher: the student stands in
         args.student = args.student or ROOT / "artifacts" / "smollm2-135m-instruct"
-        args.teacher = args.teacher or ROOT / "runs" / "real_weights" / "teacher" / "final"
-        for path in (args.student, args.teacher):
-            if not (path / "config.json").exists():
-                raise SystemExit(f"--real-weights: {path} is missing; `make real-weights` makes both")
+        lane_teacher = ROOT / "runs" / "real_weights" / "teacher" / "final"
+        args.teacher = args.teacher or (lane_teacher if (lane_teacher / "config.json").exists() else args.student)
+        if not (args.student / "config.json").exists():
+            raise SystemExit(f"--real-weights: {args.student} is missing; `make real-weights-check` converts it")
     args.prompts = args.prompts or (4 if args.real_weights else 16)
     args.max_new_tokens = args.max_new_tokens or (32 if args.real_weights else 64)
     import torch
@@ -293,7 +295,8 @@ def main(argv=None) -> dict:
     floor_sum = sum(floor.values())
     step_ratio = med["step"] / floor_sum
     engine = "torch" if args.engine == "torch" else f"DeepSpeed ZeRO-{args.zero_stage}"
-    pair = "SmolLM2-135M-Instruct pair" if args.real_weights else f"tiny {args.student.name} / {args.teacher.name}"
+    pair = (f"SmolLM2-135M-Instruct student, teacher {args.teacher.name}" if args.real_weights
+            else f"tiny {args.student.name} / {args.teacher.name}")
     lines = [f"{pair}, {engine}, {world} process(es); {args.prompts} prompts x {args.n} samples, <= "
              f"{args.max_new_tokens} new tokens; median of {args.steps} steps after {args.warmup}; torch "
              f"{torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPU cores, "

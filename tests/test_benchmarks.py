@@ -10,6 +10,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import bench_floor  # noqa: E402
 import bench_gpu  # noqa: E402
 import bench_step  # noqa: E402
 
@@ -24,6 +25,18 @@ def test_bench_step_times_our_trainer_by_stage(tiny_dir, tmp_path):
     assert 0 < ours["tokens_per_step"] <= 2 * 2 * 8 and ours["tokens_per_s"] > 0
     assert {"rollout", "teacher", "update"} <= set(ours["stages"])
     assert "| uniopd_mm |" in (tmp_path / "bs" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("engine", [["--engine", "torch"], ["--engine", "deepspeed", "--zero-stage", "3"]])
+def test_bench_floor_runs_each_floor_on_our_work(tiny_dir, tmp_path, engine):
+    """The floor rollout draws the tokens ours drew (same weights, same random state), and every stage with a
+    floor gets both times."""
+    report = bench_floor.main(["--out", str(tmp_path / "bf"), "--tiny", str(tiny_dir), "--steps", "2", "--warmup", "1",
+                               "--prompts", "2", "--n", "2", "--max-new-tokens", "8", *engine])
+    assert report["same_tokens"] == [True, True]
+    assert set(report["floor_s"]) == {"rollout", "old_logprobs", "teacher", "update"}
+    assert all(report["ours_s"][k] > 0 and report["floor_s"][k] > 0 for k in report["floor_s"])
+    assert "| whole step |" in (tmp_path / "bf" / "report.md").read_text()
 
 
 def test_bench_gpu_pipeline_at_tiny_size_on_cpu(tiny_dir, tmp_path):
