@@ -71,7 +71,7 @@ class Floors:
     STAGES = ("rollout", "old_logprobs", "teacher", "update")
 
     def __init__(self, trainer):
-        self.trainer = trainer
+        self.trainer, self.enabled = trainer, True
         self.times = {k: [] for k in self.STAGES}
         self.wall = {k: [] for k in self.STAGES}
         self.same_tokens = []
@@ -97,6 +97,8 @@ class Floors:
             tr.rollout.generate, tr.old_logprobs, tr.teacher_scores, tr.update)
 
         def generate(prompts, params):
+            if not self.enabled:
+                return rollout_generate(prompts, params)
             state = torch.get_rng_state()
             out = rollout_generate(prompts, params)
             after = torch.get_rng_state()
@@ -115,17 +117,23 @@ class Floors:
 
         def old(rollouts, ro):
             out = old_logprobs(rollouts, ro)
+            if not self.enabled:
+                return out
             self._run("old_logprobs", lambda: self.floor_forward(tr.engine.forward_model, rollouts, ro))
             return out
 
         def teacher(rollouts, responses, old):
             out = teacher_scores(rollouts, responses, old)
+            if not self.enabled:
+                return out
             (t,) = tr.teachers.values()
             self._run("teacher", lambda: self.floor_teacher(t, rollouts, responses))
             return out
 
         def upd(rollouts, responses, *args):
             out = update(rollouts, responses, *args)
+            if not self.enabled:
+                return out
             self._run("update", lambda: self.floor_update(rollouts, responses, args[2]))  # (old, ref, advantages, ...)
             return out
 
@@ -205,6 +213,42 @@ class Floors:
                 engine.optimizer.zero_grad(set_to_none=True)
 
         return timed(step)[0]
+
+
+def profile_stages(trainer, stages: list[str], top: int = 8) -> list[str]:
+    """One more step with cProfile around each of ``stages`` (the trainer's stage methods): per stage, the
+    functions with the most time of their own, as report lines."""
+    import cProfile
+    import pstats
+
+    method = {"rollout": None, "old_logprobs": "old_logprobs", "teacher": "teacher_scores", "update": "update"}
+    profiles, originals = {}, {}
+    for stage in stages:
+        name = method[stage]
+        owner = trainer.rollout if name is None else trainer
+        attr = "generate" if name is None else name
+        originals[stage] = (owner, attr, getattr(owner, attr))
+        prof = profiles[stage] = cProfile.Profile()
+
+        def wrapped(*a, _f=originals[stage][2], _p=prof, **k):
+            _p.enable()
+            try:
+                return _f(*a, **k)
+            finally:
+                _p.disable()
+
+        setattr(owner, attr, wrapped)
+    trainer.train_step()
+    trainer.step += 1
+    lines = []
+    for stage, (owner, attr, original) in originals.items():
+        setattr(owner, attr, original)
+        stats = pstats.Stats(profiles[stage]).sort_stats("tottime")
+        total = sum(v[2] for v in stats.stats.values())
+        rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]
+        lines.append(f"- {stage} (profiled step, {total:.3f} s of own time in all): " + "; ".join(
+            f"{Path(f).name}:{line} {fn} {v[2]:.3f} s" for (f, line, fn), v in rows))
+    return lines
 
 
 def config(args, data: Path, out: Path):
@@ -309,6 +353,11 @@ def main(argv=None) -> dict:
                      f"{'(no floor)' if r is None else f'{r:.2f}x'} | {verdict} |")
     lines.append(f"| whole step | {med['step']:.4f} | {floor_sum:.4f} (sum) | {step_ratio:.2f}x | "
                  f"{'met' if step_ratio <= STEP_TARGET else 'missed'} |")
+    missed = [stage for stage, _, _, r in rows if r is not None and r > STAGE_TARGET]
+    if missed:  # where the time goes in the stages over target: one more step of ours alone, profiled
+        floors.enabled = False
+        lines += ["", "Where the time goes in the stages over target (cProfile of one more step, ours alone; the "
+                      "functions with the most time of their own):", ""] + profile_stages(trainer, missed)
     report = {"pair": pair, "engine": engine, "world": world, "ours_s": med, "floor_s": floor,
               "step_over_floor_sum": step_ratio, "same_tokens": floors.same_tokens, "args": {k: str(v) for k, v in vars(args).items()}}
     if trainer.is_main:
