@@ -363,6 +363,12 @@ def main(argv=None) -> dict:
     if trainer.is_main:
         args.out.mkdir(parents=True, exist_ok=True)
         write_report(args.out, lines, report)
+    if args.engine == "deepspeed":
+        # NOTE: a ZeRO-3 engine registers itself with transformers, which then partitions every model loaded in this
+        # process while the engine lives (the wrappers above keep it alive): let go of it for a caller that goes on
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
     return report
 
 
