@@ -4,6 +4,7 @@
     python scripts/bench_floor.py --engine deepspeed --zero-stage 3
     deepspeed --num_gpus 2 scripts/bench_floor.py --engine deepspeed --zero-stage 3      # two processes
     python scripts/bench_floor.py --real-weights        # SmolLM2-135M (after `make real-weights-check`)
+    python scripts/bench_floor.py --shape 3b-7b --engine deepspeed --zero-stage 3     # on a GPU (scripts/gpu_check.sh)
 
 Our trainer runs ``--warmup`` + ``--steps`` steps of plain OPD on the tiny text pair (``qwen3-student`` /
 ``qwen3-teacher``; 16 prompts x 4 samples x 64 tokens, temperature 1) or SmolLM2-135M-Instruct (4 prompts x 4 x 32;
@@ -36,6 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 STAGE_TARGET, STEP_TARGET = 1.15, 1.10
@@ -256,15 +258,16 @@ def config(args, data: Path, out: Path):
 
     return load_config(None, list(args.overrides), base={
         "name": "bench_floor", "output_dir": str(out), "seed": 0,
-        "student": {"path": str(args.student), "family": "text"},
-        "teacher": {"path": str(args.teacher), "family": "text"},
+        "student": {"path": str(args.student), "family": args.family, "dtype": args.dtype},
+        "teacher": {"path": str(args.teacher), "family": args.family, "dtype": args.dtype},
         "data": {"train_path": str(data / "train_text.jsonl")},
         "rollout": {"n": args.n, "max_new_tokens": args.max_new_tokens, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
                     "batch_size": args.prompts * args.n},
         "algo": {"preset": "opd"},
         "train": {"engine": args.engine, "zero_stage": args.zero_stage, "steps": 10**6,
                   "prompts_per_step": args.prompts, "micro_batch_size": args.micro_batch_size, "lr": 1e-5,
-                  "warmup_steps": 0, "resume": False, "save_every": -1, "preflight": False},
+                  "warmup_steps": 0, "resume": False, "save_every": -1, "preflight": False,
+                  "precision": "bf16" if args.dtype == "bfloat16" else "fp32"},
         "logging": {"progress": False, "tensorboard": False}})
 
 
@@ -275,6 +278,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--student", type=Path, default=None)
     ap.add_argument("--teacher", type=Path, default=None)
     ap.add_argument("--real-weights", action="store_true", help="SmolLM2-135M-Instruct and the lane's teacher")
+    ap.add_argument("--shape", choices=["tiny", "tiny-vl", "3b-7b"], default="tiny",
+                    help="tiny: the Qwen3-shaped text pair; tiny-vl: the tiny Qwen2.5-VL pair on text prompts (a CPU "
+                         "check of the 3b-7b path); 3b-7b: bench_gpu's Qwen2.5-VL 3B student / 7B teacher, random "
+                         "weights, bf16 (CUDA only)")
     ap.add_argument("--engine", choices=["torch", "deepspeed"], default="torch")
     ap.add_argument("--zero-stage", type=int, default=2)
     ap.add_argument("--prompts", type=int, default=None, help="default 16 (4 with --real-weights)")
@@ -304,10 +311,25 @@ def main(argv=None) -> dict:
     from uniopd_mm.trainer import Trainer
 
     rank = int(os.environ.get("RANK", "0"))
-    if args.student is None or args.teacher is None:
+    args.family, args.dtype = ("text", "float32") if args.shape == "tiny" else ("qwen2_5_vl", "float32")
+    if args.shape == "3b-7b":
+        if not torch.cuda.is_available():
+            raise SystemExit("bench_floor --shape 3b-7b: no CUDA device here (a 7B teacher and a 3B student in bf16)")
+        import bench_gpu
+
+        args.dtype = "bfloat16"
         if rank == 0:
-            make_tiny_models(args.tiny, ["qwen3-student", "qwen3-teacher"], progress=False)
-        args.student, args.teacher = args.student or args.tiny / "qwen3-student", args.teacher or args.tiny / "qwen3-teacher"
+            make_tiny_models(args.tiny, ["qwen2_5_vl-student", "qwen2_5_vl-teacher"], progress=False)
+            bench_gpu.build(args.tiny / "qwen2_5_vl-student", "3b", args.out / "models" / "student-3b", "cuda")
+            bench_gpu.build(args.tiny / "qwen2_5_vl-teacher", "7b", args.out / "models" / "teacher-7b", "cuda")
+        args.student, args.teacher = args.out / "models" / "student-3b", args.out / "models" / "teacher-7b"
+        while not (args.teacher / "config.json").exists():
+            time.sleep(1)
+    elif args.student is None or args.teacher is None:
+        names = ["qwen3-student", "qwen3-teacher"] if args.shape == "tiny" else ["qwen2_5_vl-student", "qwen2_5_vl-teacher"]
+        if rank == 0:
+            make_tiny_models(args.tiny, names, progress=False)
+        args.student, args.teacher = args.student or args.tiny / names[0], args.teacher or args.tiny / names[1]
     data = args.out / "data"
     if rank == 0 and not (data / "train_text.jsonl").exists():
         generate(SyntheticSpec(n_train=max(64, args.prompts * 4), n_test=4, domains=("text-arith",), levels=(1,)),
@@ -340,7 +362,7 @@ def main(argv=None) -> dict:
     step_ratio = med["step"] / floor_sum
     engine = "torch" if args.engine == "torch" else f"DeepSpeed ZeRO-{args.zero_stage}"
     pair = (f"SmolLM2-135M-Instruct student, teacher {args.teacher.name}" if args.real_weights
-            else f"tiny {args.student.name} / {args.teacher.name}")
+            else f"{args.shape} {args.student.name} / {args.teacher.name}")
     lines = [f"{pair}, {engine}, {world} process(es); {args.prompts} prompts x {args.n} samples, <= "
              f"{args.max_new_tokens} new tokens; median of {args.steps} steps after {args.warmup}; torch "
              f"{torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPU cores, "

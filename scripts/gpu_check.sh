@@ -102,6 +102,13 @@ part rollout_memory ${ROLLOUT_LIMIT:-300} $PY scripts/bench_gpu.py --rollout-mem
 row "rollout 64 x ${ROLLOUT_TOKENS:-4096} tokens, 3B-shaped student, V = 151936" "$(verdict)" $DT \
   "$(head -1 "$OUT/rollout_memory/report.md" 2>/dev/null)"
 
+for z in 2 3; do
+  part floor_z$z ${FLOOR_LIMIT:-240} $PY scripts/bench_floor.py --shape 3b-7b --engine deepspeed --zero-stage $z \
+    --out "$OUT/floor_z$z" --prompts 8 --n 4 --max-new-tokens 128 --steps 3 --warmup 1
+  row "every stage against its floor, 3B / 7B, ZeRO-$z bf16" "$(verdict)" $DT \
+    "$(grep 'whole step' "$OUT/floor_z$z/report.md" 2>/dev/null)"
+done
+
 part bench_gpu ${BENCH_LIMIT:-330} $PY scripts/bench_gpu.py --out "$OUT/bench" --data "$DATA/bench" \
   --steps ${BENCH_STEPS:-3} --prompts 8 --n 4 --max-new-tokens ${BENCH_TOKENS:-128}
 row "bench_gpu 3B student / 7B teacher, bf16 ZeRO-3" "$(verdict)" $DT \
