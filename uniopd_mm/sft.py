@@ -18,7 +18,7 @@ import torch
 from . import checkpoint as ckpt
 from .algo.loss import aggregate
 from .config import Config
-from .data import (DataError, PromptCache, PromptSampler, RejectLog, Sample, StepPrompts, load_jsonl, load_test_records,
+from .data import (DataError, PromptSampler, RejectLog, Sample, StepPrompts, load_jsonl, load_test_records,
                    rank_file)
 from .evaluate import evaluate
 from .metrics import MetricsLogger

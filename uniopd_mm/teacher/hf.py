@@ -99,10 +99,9 @@ class HFTeacher(TeacherScorer):
         n = len(samples)
         width = max(1, max((len(r) for r in responses), default=1))
         out = TeacherScores.empty(n, width)
-        logprobs, token_mask, failed, reasons = out.logprobs, out.token_mask, out.failed, out.reasons
-        topk_ids = torch.zeros(n, width, topk, dtype=torch.long) if topk else None
-        topk_lp = torch.zeros(n, width, topk) if topk else None  # unscored positions: finite, and masked
-        full_lp = None
+        failed, reasons = out.failed, out.reasons
+        if topk:  # unscored positions: finite, and masked
+            out.topk_ids, out.topk_logprobs = torch.zeros(n, width, topk, dtype=torch.long), torch.zeros(n, width, topk)
         prepared = {}
         for i, (s, r) in enumerate(zip(samples, responses)):
             try:
@@ -131,35 +130,40 @@ class HFTeacher(TeacherScorer):
                         continue
                     failed[idx[0]], reasons[idx[0]] = True, f"{type(e).__name__}: {e}"
                     continue
-                mask = batch["response_mask"].bool()
+                scored = batch["response_mask"].sum(-1).tolist()
                 for row, i in enumerate(idx):
-                    _, ids, offset, xtok = prepared[i]
-                    if int(mask[row].sum()) != len(ids):
-                        raise_row = f"LengthMismatch: teacher scored {int(mask[row].sum())} tokens of {len(ids)}"
-                        failed[i], reasons[i] = True, raise_row
-                        continue
-                    lp = sc["logprobs"][row, : len(ids)].float().cpu()
-                    if xtok is None:
-                        logprobs[i, offset: offset + len(ids)] = lp
-                        token_mask[i, offset: offset + len(ids)] = 1.0
-                    else:  # each student token gets its chunk's total teacher log-prob (algo.xtok)
-                        student_chunk, teacher_chunk = xtok
-                        n_s = len(student_chunk)
-                        totals = chunk_totals(lp, teacher_chunk, int(student_chunk.max()) + 1)
-                        logprobs[i, offset: offset + n_s] = totals[student_chunk]
-                        token_mask[i, offset: offset + n_s] = 1.0
-                        if out.chunks is None:
-                            out.chunks = torch.full((n, width), -1, dtype=torch.long)
-                        out.chunks[i, offset: offset + n_s] = student_chunk
-                    if topk:
-                        topk_ids[i, offset: offset + len(ids)] = sc["topk_ids"][row, : len(ids)].cpu()
-                        topk_lp[i, offset: offset + len(ids)] = sc["topk_logprobs"][row, : len(ids)].float().cpu()
-                    if full:
-                        if full_lp is None:
-                            full_lp = torch.zeros(n, width, sc["full_logprobs"].shape[-1])
-                        full_lp[i, offset: offset + len(ids)] = sc["full_logprobs"][row, : len(ids)].float().cpu()
+                    self._store(out, i, row, prepared[i], sc, int(scored[row]))
         finally:
             if self.offload:
                 self.model.to("cpu")
-        out.topk_ids, out.topk_logprobs, out.full_logprobs = topk_ids, topk_lp, full_lp
         return out
+
+    @staticmethod
+    def _store(out: TeacherScores, i: int, row: int, entry, sc: dict, scored: int) -> None:
+        """Writes row ``row`` of a micro-batch's scores ``sc`` (``scored`` response tokens) into rollout ``i`` of
+        ``out``; ``entry``: the rollout's (prompt, teacher ids, offset, cross-tokenizer chunks or None)."""
+        _, ids, offset, xtok = entry
+        if scored != len(ids):
+            out.failed[i], out.reasons[i] = True, f"LengthMismatch: teacher scored {scored} tokens of {len(ids)}"
+            return
+        span = slice(offset, offset + len(ids))
+        lp = sc["logprobs"][row, : len(ids)].float().cpu()
+        if xtok is None:
+            out.logprobs[i, span] = lp
+            out.token_mask[i, span] = 1.0
+        else:  # each student token gets its chunk's total teacher log-prob (algo.xtok)
+            student_chunk, teacher_chunk = xtok
+            n_s = len(student_chunk)
+            totals = chunk_totals(lp, teacher_chunk, int(student_chunk.max()) + 1)
+            out.logprobs[i, offset: offset + n_s] = totals[student_chunk]
+            out.token_mask[i, offset: offset + n_s] = 1.0
+            if out.chunks is None:
+                out.chunks = torch.full(out.logprobs.shape, -1, dtype=torch.long)
+            out.chunks[i, offset: offset + n_s] = student_chunk
+        if out.topk_ids is not None:
+            out.topk_ids[i, span] = sc["topk_ids"][row, : len(ids)].cpu()
+            out.topk_logprobs[i, span] = sc["topk_logprobs"][row, : len(ids)].float().cpu()
+        if "full_logprobs" in sc:
+            if out.full_logprobs is None:
+                out.full_logprobs = torch.zeros(*out.logprobs.shape, sc["full_logprobs"].shape[-1])
+            out.full_logprobs[i, span] = sc["full_logprobs"][row, : len(ids)].float().cpu()
