@@ -26,4 +26,5 @@ def make_processor(family: str, path: str, view: str = "pixels", options=None,
     return module.Processor(path, view=view, options=options, chat_template_kwargs=chat_template_kwargs)
 
 
-__all__ = ["FAMILIES", "ModalityProcessor", "PromptInputs", "collate", "make_processor", "model_inputs", "prompt_nbytes", "text_view_messages"]
+__all__ = ["FAMILIES", "ModalityProcessor", "PromptInputs", "collate", "make_processor", "model_inputs", "prompt_nbytes",
+           "text_view_messages"]

@@ -326,7 +326,8 @@ def main(argv=None) -> dict:
         while not (args.teacher / "config.json").exists():
             time.sleep(1)
     elif args.student is None or args.teacher is None:
-        names = ["qwen3-student", "qwen3-teacher"] if args.shape == "tiny" else ["qwen2_5_vl-student", "qwen2_5_vl-teacher"]
+        family = "qwen3" if args.shape == "tiny" else "qwen2_5_vl"
+        names = [f"{family}-student", f"{family}-teacher"]
         if rank == 0:
             make_tiny_models(args.tiny, names, progress=False)
         args.student, args.teacher = args.student or args.tiny / names[0], args.teacher or args.tiny / names[1]
@@ -349,7 +350,8 @@ def main(argv=None) -> dict:
         for k, v in m.items():
             if k.startswith("time/"):
                 stage = k[5:]
-                ours.setdefault(stage, []).append(v - (sum(walls.values()) if stage == "step" else walls.get(stage, 0.0)))
+                floor_wall = sum(walls.values()) if stage == "step" else walls.get(stage, 0.0)
+                ours.setdefault(stage, []).append(v - floor_wall)
     world = trainer.world
     # each rank's medians; the report is rank 0's (every rank runs the same number of steps)
     med = {k: statistics.median(v) for k, v in ours.items()}
@@ -381,7 +383,8 @@ def main(argv=None) -> dict:
         lines += ["", "Where the time goes in the stages over target (cProfile of one more step, ours alone; the "
                       "functions with the most time of their own):", ""] + profile_stages(trainer, missed)
     report = {"pair": pair, "engine": engine, "world": world, "ours_s": med, "floor_s": floor,
-              "step_over_floor_sum": step_ratio, "same_tokens": floors.same_tokens, "args": {k: str(v) for k, v in vars(args).items()}}
+              "step_over_floor_sum": step_ratio, "same_tokens": floors.same_tokens,
+              "args": {k: str(v) for k, v in vars(args).items()}}
     if trainer.is_main:
         args.out.mkdir(parents=True, exist_ok=True)
         write_report(args.out, lines, report)

@@ -125,6 +125,7 @@ class Trainer:
             if self.is_main and cfg.logging.progress:
                 print("preflight: " + "; ".join(lines))
         self.step = 0
+        self.step_batches: dict[tuple, dict] = {}  # this step's collated text micro-batches (student_batch)
         self.logger = None
         if self.is_main:
             self.logger = MetricsLogger(self.out, cfg.logging.tensorboard, cfg.logging.wandb,
@@ -156,7 +157,7 @@ class Trainer:
     # -- the step: seven stages, each one call -------------------------------------------------
     def train_step(self) -> dict[str, float]:
         t, t_step = self.stage, time.perf_counter()
-        self.step_batches: dict[tuple, dict] = {}  # this step's collated text micro-batches (student_batch)
+        self.step_batches.clear()
         samples, prompts, prompt_groups = self.next_prompts()
         with t("rollout"), self.engine.rollout_context():
             ro = self.rollout.generate(prompts, self.sampling)
@@ -195,12 +196,12 @@ class Trainer:
         """The collated micro-batch ``rows`` of this step. A text-only one is kept for the step, so pi_old and the
         update collate it once; one with pixels is built each time (it would hold its rows' pixels twice)."""
         key = tuple(rows)
-        cached = getattr(self, "step_batches", {}).get(key)
+        cached = self.step_batches.get(key)
         if cached is not None:
             return cached
         take, _ = micro_batch_rows(rows)
         batch = self.student_proc.training_batch([prompts[r] for r in take], [responses[r] for r in take])
-        if hasattr(self, "step_batches") and not any(k.startswith("pixel_values") for k in batch):
+        if not any(k.startswith("pixel_values") for k in batch):
             self.step_batches[key] = batch
         return batch
 

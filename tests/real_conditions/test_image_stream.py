@@ -10,20 +10,15 @@ The default run streams 600 images; the test marked slow streams 2,000 (``make t
 from __future__ import annotations
 
 import gc
-import resource
 
 import pytest
+from rollout_memory import rss
 
 from uniopd_mm.config import ModelConfig
 from uniopd_mm.data import parse_record
 from uniopd_mm.models import load_processor
 
 BUDGET = 256 * 2**20
-
-
-def rss() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * resource.getpagesize()
 
 
 def stream(real_dir, tmp_path, n_images: int) -> None:
