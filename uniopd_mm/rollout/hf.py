@@ -13,7 +13,7 @@ import warnings
 
 import torch
 
-from uniopd_mm.algo.logprobs import suppress
+from uniopd_mm.algo.logprobs import log_softmax_full, suppress
 from uniopd_mm.models import CompiledOrEager, eval_mode, reset_generation_config, to_device
 
 from .base import RolloutEngine, RolloutOutput, SamplingParams
@@ -77,7 +77,7 @@ class SampledTokenLogprobs:
         scores = suppress(scores, self.suppressed, inplace=True)  # generate's own float32 copy of the logits
         if self.record:
             self._take(input_ids[:, -1])
-            self.pending = (scores.float() / self.temperature).log_softmax(-1)
+            self.pending = log_softmax_full(scores, None, self.temperature)  # suppressed already
         return scores
 
     def _take(self, tokens: torch.Tensor) -> None:
@@ -222,7 +222,7 @@ class HFRollout(RolloutEngine):
                1.0 if params.greedy else params.top_p, tuple(suppressed or ()), pad)
         step = self.decode_step()
         for t in range(steps):
-            lps = (suppress(logits.float(), suppressed) / temp).log_softmax(-1)
+            lps = log_softmax_full(logits, suppressed, temp)
             mask[:, width + t] = 1
             position = position + 1
             token, done, logits = step(logits, done, eos_ids, mask, position, cache, cache_positions[t:t + 1], how)
