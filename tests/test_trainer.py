@@ -247,16 +247,18 @@ def test_a_recipe_on_unverifiable_records_warns_and_logs_the_unknown_share(tiny_
     assert row["reward/unknown_frac"] == 1.0 and row["reward/verified_frac"] == 0.0
 
 
-@pytest.mark.parametrize("advantage", ["grpo", "opd+outcome"])
+@pytest.mark.parametrize("advantage", ["grpo", "opd+outcome", "constant"])
 def test_outcome_baselines_use_the_verifier_reward(tiny_dir, synth_dir, tmp_path, monkeypatch, advantage):
     """GRPO never calls the teacher and its advantages are the group-normalised outcomes; OPD plus the outcome
-    adds exactly outcome_coef times those to the OPD advantages."""
+    adds exactly outcome_coef times those to the OPD advantages; the constant control calls no teacher and puts
+    algo.constant_advantage on every counted token."""
     import itertools
 
     from uniopd_mm.algo.outcome import group_normalised_outcome
 
     cfg = tiny_config(tiny_dir, synth_dir, tmp_path / advantage, overrides=[
-        f"algo.advantage={advantage}", "algo.outcome_coef=2.0", "train.steps=1", "rollout.n=4"])
+        f"algo.advantage={advantage}", "algo.outcome_coef=2.0", "algo.constant_advantage=-0.5", "train.steps=1",
+        "rollout.n=4"])
     trainer = Trainer(cfg)
     outcomes = itertools.cycle([True, False, False, None])  # the random student is never right: mixed groups by hand
     monkeypatch.setattr("uniopd_mm.trainer.verify", lambda sample, text: next(outcomes))
@@ -279,17 +281,53 @@ def test_outcome_baselines_use_the_verifier_reward(tiny_dir, synth_dir, tmp_path
     if advantage == "grpo":
         assert not calls
         assert torch.allclose(seen["advantages"], outcome[:, None] * seen["mask"])
+    elif advantage == "constant":
+        assert not calls and seen["mask"].sum() > 0
+        assert torch.equal(seen["advantages"], -0.5 * seen["mask"])
     else:
         assert calls
         assert torch.allclose(seen["advantages"], opd + 2.0 * outcome[:, None] * seen["mask"], atol=1e-6)
     assert outcome.abs().sum() > 0  # some group had both outcomes, so the check above had something to compare
 
 
-def test_grpo_refuses_margin_calibration():
+@pytest.mark.parametrize("advantage", ["grpo", "constant"])
+def test_teacherless_advantages_refuse_margin_calibration(advantage):
     from uniopd_mm.config import AlgoConfig, ConfigError, MarginConfig
 
-    with pytest.raises(ConfigError, match="grpo uses no teacher"):
-        AlgoConfig(advantage="grpo", margin=MarginConfig(shift=True))
+    with pytest.raises(ConfigError, match=f"{advantage} uses no teacher"):
+        AlgoConfig(advantage=advantage, margin=MarginConfig(shift=True))
+
+
+@pytest.mark.parametrize("truncated", ["keep", "drop"])
+def test_truncated_responses_keep_or_leave_the_loss(tiny_dir, synth_dir, tmp_path, monkeypatch, truncated):
+    """A 3-token cap cuts every response the random student writes: kept, they are scored like the others; dropped,
+    none of their tokens is counted, and a response that ended keeps its tokens (one rollout is marked finished by
+    hand)."""
+    cfg = tiny_config(tiny_dir, synth_dir, tmp_path / truncated, overrides=[
+        f"algo.truncated={truncated}", "rollout.max_new_tokens=3", "train.steps=1", "rollout.n=2",
+        "algo.logratio_threshold=null"])
+    trainer = Trainer(cfg)
+    generate = trainer.rollout.generate
+
+    def first_finished(prompts, params):
+        out = generate(prompts, params)
+        out.finished = [True] + [False] * (len(out.finished) - 1)
+        return out
+
+    monkeypatch.setattr(trainer.rollout, "generate", first_finished)
+    seen = {}
+    calibrate = trainer.calibrate
+    monkeypatch.setattr(trainer, "calibrate", lambda t, o, mask, *a: seen.setdefault("mask", mask) is None or
+                        calibrate(t, o, mask, *a))
+    trainer.train()
+    row = read_metrics(tmp_path / truncated / "metrics.jsonl")[-1]
+    lengths = seen["mask"].sum(-1)
+    assert row["response/truncated_frac"] > 0.5
+    if truncated == "keep":
+        assert (lengths > 0).all()
+    else:
+        assert lengths[0] > 0 and (lengths[1:] == 0).all()
+        assert row["opd/counted_tokens"] == lengths[0].item()
 
 
 @pytest.mark.parametrize("reach", ["counted", "response"])

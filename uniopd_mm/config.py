@@ -87,6 +87,18 @@ class VLLMEngineConfig:
 
 
 @dataclass(kw_only=True)
+class ContextConfig:
+    system: str | None = cfg(None, "a system prompt only the teacher reads; {field} takes the record's field "
+                                   "({answer}, {meta.solution}, ...)")
+    user_suffix: str | None = cfg(None, "text only the teacher reads after the last user turn, e.g. "
+                                        "'\\n\\nA worked solution: {meta.solution}'")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.system or self.user_suffix)
+
+
+@dataclass(kw_only=True)
 class TeacherConfig(ModelConfig):
     backend: Literal["hf", "vllm", "served"] = cfg(
         "hf", "scorer backend: hf (a local Hugging Face model), vllm (a local vLLM engine, prompt log-probs), served "
@@ -109,6 +121,8 @@ class TeacherConfig(ModelConfig):
         "'<think>\\n\\n</think>\\n\\n' block); those tokens are removed before scoring and masked")
     shared_vocab: bool | None = cfg(
         None, "the teacher shares the student's vocabulary (None: compare the two vocabularies at load)")
+    context: ContextConfig = cfg(help="privileged context: what the teacher reads that the student never sees (with "
+                                      "path: student, on-policy self-distillation)", factory=ContextConfig)
 
     def __post_init__(self):
         super().__post_init__()
@@ -206,11 +220,16 @@ class AlgoConfig:
     preset: Literal["custom", "opd", "uniopd_text", "uniopd_mm"] = cfg(
         "custom", "a named recipe whose balance/margin settings apply under any explicit ones: opd (plain), "
         "uniopd_text (mean/both/delta 0.4/group, r=1), uniopd_mm (mean/correct_up/delta 0/group, r=1)")
-    advantage: Literal["opd", "grpo", "opd+outcome"] = cfg(
+    advantage: Literal["opd", "grpo", "opd+outcome", "constant"] = cfg(
         "opd", "opd: the per-token OPD reward (the paper); grpo: outcome-only RL, the verifier's reward normalised in "
                "each prompt's group, no teacher is run (a baseline); opd+outcome: OPD plus outcome_coef times that "
-               "outcome advantage (verl's task-reward option)")
+               "outcome advantage (verl's task-reward option); constant: constant_advantage on every sampled token, "
+               "no teacher (the control of arXiv 2608.31046)")
     outcome_coef: float = cfg(1.0, "weight of the outcome advantage with advantage: opd+outcome", range=(0.0, None))
+    constant_advantage: float = cfg(-1.0, "the advantage of every sampled token with advantage: constant")
+    truncated: Literal["keep", "drop"] = cfg(
+        "keep", "responses cut at rollout.max_new_tokens: keep (scored like the others, the paper) or drop (out of "
+                "the loss, as DAPO's overlong filtering; with algo.loss=pg their tokens get no advantage)")
     balance: BalanceConfig = cfg(help="online data balancing (student perspective)", factory=BalanceConfig)
     margin: MarginConfig = cfg(help="margin calibration (teacher perspective)", factory=MarginConfig)
     loss: Literal["pg", "forward_kl", "reverse_kl", "jsd"] = cfg(
@@ -229,9 +248,9 @@ class AlgoConfig:
     logratio_threshold: float | None = cfg(10.0, "drop tokens with |log pi_theta - log pi_T| >= this (None: off)", range=(0.0, None))
 
     def __post_init__(self):
-        if self.advantage == "grpo" and (self.margin.shift or self.margin.mask):
-            raise ConfigError("algo.advantage: grpo uses no teacher, so there is no teacher margin to calibrate: "
-                              "turn off algo.margin.shift / algo.margin.mask (or use preset opd)")
+        if self.advantage in ("grpo", "constant") and (self.margin.shift or self.margin.mask):
+            raise ConfigError(f"algo.advantage: {self.advantage} uses no teacher, so there is no teacher margin to "
+                              "calibrate: turn off algo.margin.shift / algo.margin.mask (or use preset opd)")
         # NOTE: the distribution losses match the teacher's distribution token by token and never read the
         # advantages: a setting that only moves advantages would be accepted and do nothing
         if self.loss != "pg":
@@ -369,6 +388,8 @@ class Config:
                               "they cannot stand in for pi_old; set rollout.reuse_logprobs=false")
         for name, t in self.teacher_registry.items():
             field = "teacher" if self.teacher is not None else f"teachers.{name}"
+            if t.path == "student":  # the student's own starting weights, frozen (self-distillation)
+                t.path = self.student.path
             if self.algo.loss != "pg" and t.backend != "hf":
                 raise ConfigError(f"{field}.backend: algo.loss={self.algo.loss} needs the teacher's distribution "
                                   f"over the vocabulary, which a {t.backend} teacher does not give (prompt log-probs of "

@@ -114,6 +114,13 @@ def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> float:
     return torch.where(mask.bool(), x, torch.zeros_like(x)).sum().item()
 
 
+def repeated_ngram_frac(ids: list[int], n: int = 4) -> float:
+    """The share of a response's token n-grams that repeat an earlier n-gram of the same response (0 for a response
+    shorter than n + 1): a looping response ("60 * 3 = 180. 180 * 3 = ...") scores high, a plain answer 0."""
+    grams = [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+    return (len(grams) - len(set(grams))) / len(grams) if len(grams) > 1 else 0.0
+
+
 def rollout_sums(ro, old_logprobs, teacher_logprobs, response_mask, loss_mask, ok, outcomes, ratio_keep) -> dict:
     """This rank's sums behind the step's rollout, teacher and reward metrics (``step_metrics`` reduces them)."""
     rollout_lp = pad_rows(ro.logprobs)[:, : old_logprobs.shape[1]]
@@ -123,6 +130,7 @@ def rollout_sums(ro, old_logprobs, teacher_logprobs, response_mask, loss_mask, o
         "sum_rkl": masked_sum(old_logprobs - teacher_logprobs, counted), "n_counted": counted.sum().item(),
         "n_tokens": response_mask.sum().item(), "n_resp": float(len(ro.responses)),
         "n_truncated": float(sum(not f for f in ro.finished)),
+        "sum_repeat": sum(repeated_ngram_frac(r) for r in ro.responses),
         # the rollout engine's own log-probs, where it gives them (NaN: not RECIPE 7's quantity)
         "mismatch": torch.where(finite, (rollout_lp - old_logprobs).abs(), torch.zeros_like(old_logprobs)).sum().item(),
         "n_mismatch": finite.sum().item(),
@@ -149,6 +157,7 @@ def step_metrics(sums: dict, all_reduce, with_mismatch: bool = True) -> dict[str
         "teacher/failed_frac": g["n_failed"] / n_resp,
         "response/length_mean": g["n_tokens"] / n_resp,
         "response/truncated_frac": g["n_truncated"] / n_resp,
+        "response/repeat_frac": g["sum_repeat"] / n_resp,
         "response/tokens": g["n_tokens"],
         "reward/accuracy": g["n_correct"] / max(g["n_verified"], 1.0),
         "reward/verified_frac": g["n_verified"] / n_resp,

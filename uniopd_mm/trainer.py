@@ -227,9 +227,9 @@ class Trainer:
 
     def teacher_scores(self, rollouts: Rollouts, responses, old_logprobs) -> TeacherScores:
         """Stage 4: each rollout scored by its prompt's teacher; a cross-tokenizer teacher's chunk signal on every
-        token of the chunk; no teacher call for outcome-only GRPO (log ratio 0 everywhere)."""
+        token of the chunk; no teacher call for outcome-only GRPO or the constant control (log ratio 0 everywhere)."""
         n = len(responses)
-        if self.cfg.algo.advantage == "grpo":
+        if self.cfg.algo.advantage in ("grpo", "constant"):
             return TeacherScores(old_logprobs.clone(), torch.zeros(n, dtype=torch.bool), [None] * n,
                                  token_mask=torch.ones_like(old_logprobs))
         scores = self.score_by_teacher(rollouts.samples, responses, rollouts.routes, old_logprobs.shape[1])
@@ -246,6 +246,8 @@ class Trainer:
                         rollouts.routes, scores, ok)
         ratio_keep = logratio_mask(old_logprobs, teacher_logprobs, self.cfg.algo.logratio_threshold)
         scored = response_mask * ok[:, None] * scores.token_mask
+        if self.cfg.algo.truncated == "drop":  # responses cut at the cap leave the loss
+            scored = scored * torch.tensor([float(f) for f in ro.finished])[:, None]
         correct = torch.tensor([1 if c is True else 0 if c is False else -1 for c in outcomes])
         names = list(self.teachers)
         teacher_ids = torch.tensor([names.index(r) for r in rollouts.routes]) if len(names) > 1 else None

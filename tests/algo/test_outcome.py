@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from uniopd_mm.algo.outcome import add_outcome, grpo_advantages, group_normalised_outcome
+from uniopd_mm.algo.outcome import add_outcome, constant_advantages, grpo_advantages, group_normalised_outcome
 
 pytestmark = pytest.mark.usefixtures("algo_device")
 T = torch.tensor
@@ -38,3 +38,9 @@ def test_opd_plus_outcome_adds_coef_times_the_group_advantage():
     a = 0.5 / math.sqrt(0.5)
     assert torch.allclose(out, T([[0.5 - 2 * a, -1.0 - 2 * a], [2.0 + 2 * a, 2 * a]]), atol=1e-5)
     assert add_outcome(opd, T([0, 1]), T([3, 3]), mask, coef=0.0).tolist() == opd.tolist()
+
+
+def test_constant_control_puts_the_value_on_counted_tokens_only():
+    mask = T([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert constant_advantages(mask, -1.0).tolist() == [[-1.0, -1.0, 0.0], [-1.0, 0.0, 0.0]]
+    assert constant_advantages(mask, 0.5).tolist() == [[0.5, 0.5, 0.0], [0.5, 0.0, 0.0]]

@@ -14,7 +14,7 @@ import torch
 from .balance import online_balance_keep
 from .margin import greedy_margin_mask, margin_shift, order_consistency, shift_dropped_tokens, trajectory_returns
 from .opd import opd_advantages
-from .outcome import add_outcome, grpo_advantages
+from .outcome import add_outcome, constant_advantages, grpo_advantages
 
 
 def compute_advantages(teacher_logprobs: torch.Tensor, old_logprobs: torch.Tensor, loss_mask: torch.Tensor,
@@ -68,4 +68,6 @@ def compute_advantages(teacher_logprobs: torch.Tensor, old_logprobs: torch.Tenso
         advantages = grpo_advantages(correct, group_ids, loss_mask)
     elif algo.advantage == "opd+outcome":
         advantages = add_outcome(advantages, correct, group_ids, loss_mask, algo.outcome_coef)
+    elif algo.advantage == "constant":
+        advantages = constant_advantages(loss_mask, algo.constant_advantage)
     return advantages, loss_mask, metrics

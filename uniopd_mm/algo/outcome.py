@@ -4,6 +4,9 @@
   prompt's group, (R_i - mean_g) / (std_g + eps), on every token of the rollout; no teacher.
 - ``opd+outcome``: OPD with the task reward added, as verl's distillation recipes offer it: every
   token's OPD advantage plus ``coef`` times the rollout's group-normalised outcome advantage.
+- ``constant``: the same constant (negative by default) on every sampled token, no teacher and no verifier:
+  the control "Does OPD really distill?" (arXiv 2608.31046) asks every OPD ablation to carry; what it learns
+  is what lowering the probability of one's own samples does (a sharper or broader distribution), not a signal.
 
 Rollouts whose outcome is unknown (``correct == -1``) get no outcome advantage and take no part in
 their group's statistics.
@@ -44,3 +47,8 @@ def add_outcome(advantages: torch.Tensor, correct: torch.Tensor, group_ids: torc
                 response_mask: torch.Tensor, coef: float) -> torch.Tensor:
     """[B, T] OPD advantages plus ``coef`` times the rollout's group-normalised outcome on its counted tokens."""
     return advantages + coef * grpo_advantages(correct, group_ids, response_mask)
+
+
+def constant_advantages(response_mask: torch.Tensor, value: float) -> torch.Tensor:
+    """[B, T] ``value`` on every counted token (0 elsewhere)."""
+    return response_mask * value

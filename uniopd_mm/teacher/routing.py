@@ -11,6 +11,16 @@ from .base import TeacherScores
 
 
 def teacher_from_config(name: str, t, cfg, student_proc, student_prompts=None, world_size: int = 1):
+    """One scorer for teacher config ``t`` (wrapped to read its privileged context where ``t.context`` sets one)."""
+    teacher = local_or_served(name, t, cfg, student_proc, student_prompts, world_size)
+    if t.context.active:
+        from .context import ContextTeacher
+
+        return ContextTeacher(teacher, t.context.system, t.context.user_suffix)
+    return teacher
+
+
+def local_or_served(name: str, t, cfg, student_proc, student_prompts=None, world_size: int = 1):
     """One scorer for teacher config ``t``: a local HF model, a local vLLM engine, or a server.
 
     ``student_prompts``: the student's encoded-prompt cache, which a local HF teacher whose processor renders
@@ -20,7 +30,9 @@ def teacher_from_config(name: str, t, cfg, student_proc, student_prompts=None, w
 
     processor = load_processor(t)
     processor.keep_media = t.backend == "vllm"  # raw images / frames: only a vLLM engine reads them
-    shared = student_prompts if t.backend == "hf" and processor.renders_like(student_proc) else None
+    # a teacher with privileged context reads other prompts than the student's: it encodes its own
+    shared = (student_prompts if t.backend == "hf" and not t.context.active and processor.renders_like(student_proc)
+              else None)
     if shared is not None:
         processor.truncated = student_proc.truncated
     common = dict(processor=processor, name=name, micro_batch_size=t.batch_size or cfg.train.micro_batch_size,
