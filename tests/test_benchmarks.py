@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import bench_floor  # noqa: E402
-import bench_gpu  # noqa: E402
-import bench_step  # noqa: E402
+from uniopd_mm.bench import floor as bench_floor
+from uniopd_mm.bench import gpu as bench_gpu
+from uniopd_mm.bench import step as bench_step
 
 
 def test_bench_step_times_our_trainer_by_stage(tiny_dir, tmp_path):
@@ -53,7 +50,7 @@ def test_bench_gpu_refuses_real_size_without_cuda(tmp_path):
 
 
 def test_bench_shared_prompts_at_tiny_size(tiny_dir, tmp_path):
-    import bench_shared_prompts
+    from uniopd_mm.bench import shared_prompts as bench_shared_prompts
 
     results = bench_shared_prompts.main(["--out", str(tmp_path / "sp"), "--tiny", str(tiny_dir), "--prompts", "2",
                                          "--n", "2", "--reps", "1"])

@@ -15,15 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_quick_mode_runs_every_row_and_resumes(tiny_dir, tmp_path):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from blindspot import ROWS, blind_copy
+    from uniopd_mm.studies.blindspot import ROWS, blind_copy
 
     # the teacher's data: a blue answer and the fact before it read green; other records are untouched
     rec = {"answer": "blue", "meta": {"solution": "circle: blue, so blue"}}
     assert blind_copy(rec) == {"answer": "green", "meta": {"solution": "circle: green, so green"}}
     assert rec["answer"] == "blue" and blind_copy({"answer": "red", "meta": {}})["answer"] == "red"
 
-    cmd = [sys.executable, str(ROOT / "scripts" / "blindspot.py"), "--quick", "--out", str(tmp_path / "bs"),
+    cmd = [sys.executable, str(ROOT / "scripts" / "study.py"), "blindspot", "--quick", "--out", str(tmp_path / "bs"),
            "--tiny", str(tiny_dir)]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -47,10 +46,7 @@ def test_quick_mode_runs_every_row_and_resumes(tiny_dir, tmp_path):
 def test_report_times_half_the_gap_over_the_seeds_that_reach_it(tmp_path):
     """The speed column: the first training second at which the overall accuracy reaches the student's start plus
     half its gap to the teacher (here 0.6 + 0.5 * (0.8 - 0.6) = 0.7), averaged over the seeds that reach it."""
-    import argparse
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from blindspot import TEACHER, write_report
+    from uniopd_mm.studies.blindspot import TEACHER, render
 
     info = {TEACHER: {"accuracy": 0.8, "blind": 0.0}, "student": {"accuracy": 0.6, "blind": 0.5}}
     common = {"steps": 10, "inversion": None, "mixed_groups": None}
@@ -62,16 +58,15 @@ def test_report_times_half_the_gap_over_the_seeds_that_reach_it(tmp_path):
         {"row": "fast", "seed": 2, "acc": 0.69, "blind": 0.0, "curve": [[0, 0.6, 0.5], [30, 0.69, 0.0]], **common},  # never
         {"row": "slow", "seed": 0, "acc": 0.6, "blind": 0.5, "curve": [[0, 0.6, 0.5], [30, 0.6, 0.5]], **common},
     ]
-    write_report(results, info, tmp_path, argparse.Namespace(budget=30))
-    rows = {line.split(" | ")[0].lstrip("| "): line.rstrip(" |").split(" | ")[-1]
-            for line in (tmp_path / "results.md").read_text().splitlines() if line.startswith("| ")}
+    lines = render({"info": info, "settings": {"budget": 30}, "results": results, "date": "2026-12-06", "cpu_count": 2})
+    rows = {line.split(" | ")[0].lstrip("| "): line.rstrip(" |").split(" | ")[-1] for line in lines if line.startswith("| ")}
     assert rows["fast"] == "17 (2/3 seeds)"  # (20 + 14) / 2
     assert rows["slow"] == "not reached"
     assert rows["teacher"] == "-"
 
 
 def test_rows_option_splits_on_commas_outside_parentheses():
-    from blindspot import ROWS, split_rows
+    from uniopd_mm.studies.blindspot import ROWS, split_rows
 
     names = split_rows("opd, uni-opd (text preset, delta 10),uni-opd (mm preset, lr 1e-4)")
     assert names == ["opd", "uni-opd (text preset, delta 10)", "uni-opd (mm preset, lr 1e-4)"]

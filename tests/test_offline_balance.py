@@ -1,16 +1,13 @@
-"""scripts/offline_balance.py on the tiny student: never drops a prompt, upsamples medium buckets,
+"""Offline balancing (uniopd_mm/offline_balance.py, scripts/offline_balance.py) on the tiny student: never drops a prompt, upsamples medium buckets,
 writes the report, and resumes from its passes file."""
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 from conftest import tiny_config
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import offline_balance  # noqa: E402
+from uniopd_mm import offline_balance
 
 
 def test_offline_balance_end_to_end_and_resume(tiny_dir, synth_dir, tmp_path):

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import run_main  # noqa: E402
+from uniopd_mm.studies import main_job as run_main
 
 
 def test_run_main_small(tiny_dir, tmp_path, capsys):

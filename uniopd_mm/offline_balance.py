@@ -21,7 +21,6 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")
 
 

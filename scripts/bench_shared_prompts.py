@@ -1,0 +1,11 @@
+"""Shared prompts against per-row prompts: uniopd_mm/bench/shared_prompts.py (its docstring has the options)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from uniopd_mm.bench.shared_prompts import main  # noqa: E402
+
+if __name__ == "__main__":
+    main()
