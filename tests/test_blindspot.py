@@ -66,7 +66,8 @@ def test_report_times_half_the_gap_over_the_seeds_that_reach_it(tmp_path):
 
 
 def test_rows_option_splits_on_commas_outside_parentheses():
-    from uniopd_mm.studies.blindspot import ROWS, split_rows
+    from uniopd_mm.studies.blindspot import ROWS
+    from uniopd_mm.studies.harness import split_rows
 
     names = split_rows("opd, uni-opd (text preset, delta 10),uni-opd (mm preset, lr 1e-4)")
     assert names == ["opd", "uni-opd (text preset, delta 10)", "uni-opd (mm preset, lr 1e-4)"]

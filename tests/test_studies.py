@@ -27,7 +27,7 @@ def test_stored_results_render_byte_for_byte(module):
 
 def test_report_writes_table_payload_and_figure(tmp_path):
     payload = json.loads((DATA / "blindspot" / "results.json").read_text())
-    blindspot.report(tmp_path, payload)
+    harness.report(tmp_path, payload, blindspot.render, blindspot.plot)
     assert (tmp_path / "results.md").read_text() == (DATA / "blindspot" / "results.md").read_text()
     assert json.loads((tmp_path / "results.json").read_text()) == payload
     assert (tmp_path / "curves.png").stat().st_size > 10_000

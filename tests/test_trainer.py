@@ -361,3 +361,83 @@ def test_teacher_batch_size_is_its_own_setting(tiny_dir, synth_dir, tmp_path):
                                                                             "teacher.batch_size=3"]))
     assert [t.micro_batch_size for t in default.teachers.values()] == [5]
     assert [t.micro_batch_size for t in own.teachers.values()] == [3]
+
+
+def test_samples_log_each_token_with_its_reward(tiny_dir, synth_dir, tmp_path, monkeypatch):
+    """logging.samples_every: the first rollouts of a step, token by token, each with log pi_T - log pi_old as the
+    advantages stage saw them (captured here from the stage's own inputs)."""
+    cfg = tiny_config(tiny_dir, synth_dir, tmp_path / "run", student="qwen3-student", teacher="qwen3-teacher",
+                      family="text", overrides=["logging.samples_every=2", "logging.samples_per_step=3", "train.steps=4",
+                                                "algo.logratio_threshold=null"])
+    trainer = Trainer(cfg)
+    seen = []
+    calibrate = trainer.calibrate
+    monkeypatch.setattr(trainer, "calibrate", lambda t, o, *a: seen.append((t - o).clone()) or calibrate(t, o, *a))
+    trainer.train()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 2, 2, 4, 4, 4]
+    for r in rows:
+        assert len(r["tokens"]) == len(r["reward"]) == len(r["counted"]) and r["text"]
+        step_ratio = seen[r["step"] - 1][rows.index(r) % 3]
+        assert r["reward"] == pytest.approx(step_ratio[: len(r["reward"])].tolist(), abs=1e-3)
+
+
+def test_merge_prompt_major_by_hand():
+    from uniopd_mm.rollout import RolloutOutput, merge_prompt_major
+
+    student = RolloutOutput([[1], [2], [3], [4]], [[-0.1], [-0.2], [-0.3], [-0.4]], [0, 0, 1, 1], [True, False, True, True])
+    teacher = RolloutOutput([[9], [8]], [[-9.0], [-8.0]], [0, 1], [True, False])
+    out = merge_prompt_major(student, teacher)
+    assert out.responses == [[1], [2], [9], [3], [4], [8]] and out.prompt_index == [0, 0, 0, 1, 1, 1]
+    assert out.from_teacher == [False, False, True, False, False, True]
+    assert out.logprobs == [[-0.1], [-0.2], [], [-0.3], [-0.4], []]  # the teacher's are not the student's pi_old
+    assert out.finished == [True, False, True, True, True, False]
+
+
+def test_teacher_share_samples_part_of_each_group_from_the_teacher(tiny_dir, synth_dir, tmp_path, monkeypatch):
+    """rollout.teacher_share=1 of n=2: each prompt's second sample is the teacher's. Greedy (set on the step's
+    sampling settings: a near-zero temperature still breaks the random tiny models' near-ties at random), the
+    teacher's sample equals plain transformers generate on the teacher with its prompt; the step's truncation
+    metric counts the student's samples only."""
+    from dataclasses import replace
+
+    from transformers import AutoModelForCausalLM
+
+    cfg = tiny_config(tiny_dir, synth_dir, tmp_path / "run", student="qwen3-student", teacher="qwen3-teacher",
+                      family="text", overrides=["rollout.teacher_share=1", "rollout.n=2", "train.steps=1",
+                                                "rollout.max_new_tokens=6"])
+    trainer = Trainer(cfg)
+    trainer.sampling = replace(trainer.sampling, greedy=True)
+    seen = {}
+    merge = trainer.with_teacher_samples
+    monkeypatch.setattr(trainer, "with_teacher_samples", lambda ro, samples: seen.setdefault(
+        "ro", merge(ro, samples)) and seen.setdefault("samples", samples) and seen["ro"])
+    trainer.train()
+    ro = seen["ro"]
+    assert ro.from_teacher == [False, True] * (len(ro.responses) // 2)
+    teacher = AutoModelForCausalLM.from_pretrained(tiny_dir / "qwen3-teacher").eval()
+    (scorer,) = trainer.teachers.values()
+    for k, sample in enumerate(seen["samples"]):
+        ids = torch.tensor([scorer.encode(sample).prompt_ids])
+        with torch.no_grad():
+            out = teacher.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=6,
+                                   suppress_tokens=trainer.student_proc.suppressed_token_ids or None,
+                                   eos_token_id=trainer.student_proc.eos_token_ids, pad_token_id=0)
+        plain = out[0, ids.shape[1]:].tolist()
+        eos = next((j + 1 for j, t in enumerate(plain) if t in trainer.student_proc.eos_token_ids), len(plain))
+        assert ro.responses[2 * k + 1] == plain[:eos]
+    row = read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]
+    assert row["rollout/teacher_samples"] == len(ro.responses) // 2
+    student_cut = sum(not f for f, t in zip(ro.finished, ro.from_teacher) if not t) / (len(ro.responses) // 2)
+    assert row["response/truncated_frac"] == pytest.approx(student_cut)
+
+
+@pytest.mark.parametrize("override, message", [
+    (["rollout.teacher_share=2"], "leaves the student none"),
+    (["rollout.teacher_share=1", "rollout.reuse_logprobs=true"], "reuse_logprobs=false"),
+    (["rollout.teacher_share=1", "teacher.context.system=Be brief."], "without teacher.context")])
+def test_teacher_share_refusals(tiny_dir, synth_dir, tmp_path, override, message):
+    from uniopd_mm.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        tiny_config(tiny_dir, synth_dir, tmp_path, overrides=["rollout.n=2", *override])

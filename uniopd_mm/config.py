@@ -173,6 +173,10 @@ class RolloutConfig:
                     "from the same distribution with less overhead per token; VL models always use generate")
     compile_decoder: bool = cfg(False, "decoder static: torch.compile the one-token step (a one-off compile, ~10 s on "
                                        "a CPU for the tiny models; needs a C++ compiler, falls back to eager)")
+    teacher_share: int = cfg(0, "of each prompt's n samples, this many are sampled by the teacher (mixed-policy: the "
+                                "sampled-token reward then also pushes up tokens the student does not sample yet, "
+                                "such as a stop clause; GKD's lambda as a count); a single local HF teacher sharing the "
+                                "student's vocabulary", range=(0, None))
     reuse_logprobs: bool = cfg(False, "take pi_old from the rollout engine's own log-probs instead of a second "
                                       "forward pass (the HF engine samples from the training weights with the same "
                                       "suppression and temperature, so they agree to ~1e-7; rollout/logprob_mismatch "
@@ -354,6 +358,10 @@ class LoggingConfig:
     wandb: bool = cfg(False, "log to Weights & Biases when it is installed")
     wandb_project: str = cfg("uniopd_mm", "Weights & Biases project")
     progress: bool = cfg(True, "show tqdm progress bars")
+    samples_every: int = cfg(0, "every N steps, write this rank's first samples_per_step rollouts to samples.jsonl: "
+                                "the text, each token with its reward log pi_T - log pi_old, finished, verdict (0: off)",
+                             range=(0, None))
+    samples_per_step: int = cfg(4, "rollouts written per sampled step", range=(1, None))
 
 
 @dataclass(kw_only=True)
@@ -394,6 +402,17 @@ class Config:
                 raise ConfigError(f"{field}.backend: algo.loss={self.algo.loss} needs the teacher's distribution "
                                   f"over the vocabulary, which a {t.backend} teacher does not give (prompt log-probs of "
                                   "the sampled tokens only); use backend hf, or algo.loss=pg")
+        if self.rollout.teacher_share:
+            teachers = list(self.teacher_registry.values())
+            if self.rollout.teacher_share >= self.rollout.n:
+                raise ConfigError(f"rollout.teacher_share: {self.rollout.teacher_share} of rollout.n={self.rollout.n} "
+                                  "samples leaves the student none of its own")
+            if len(teachers) != 1 or teachers[0].backend != "hf" or teachers[0].context.active:
+                raise ConfigError("rollout.teacher_share: needs a single local teacher (backend hf) without "
+                                  "teacher.context")
+            if self.rollout.reuse_logprobs:
+                raise ConfigError("rollout.teacher_share: the teacher's samples have no student log-probs from the "
+                                  "rollout; set rollout.reuse_logprobs=false")
         if self.rollout.backend == "vllm" and self.train.lora.enabled:
             raise ConfigError("train.lora.enabled: the vLLM rollout engine is synced with whole weights, not LoRA "
                               "adapters; use rollout.backend=hf with LoRA (or train all weights)")

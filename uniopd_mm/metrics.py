@@ -126,16 +126,20 @@ def rollout_sums(ro, old_logprobs, teacher_logprobs, response_mask, loss_mask, o
     rollout_lp = pad_rows(ro.logprobs)[:, : old_logprobs.shape[1]]
     finite = torch.isfinite(rollout_lp) & response_mask.bool()
     counted, scored = loss_mask.bool(), response_mask.bool() & ok.bool()[:, None]
+    own = ro.from_teacher or [False] * len(ro.responses)
     return {
         "sum_rkl": masked_sum(old_logprobs - teacher_logprobs, counted), "n_counted": counted.sum().item(),
         "n_tokens": response_mask.sum().item(), "n_resp": float(len(ro.responses)),
-        "n_truncated": float(sum(not f for f in ro.finished)),
-        "sum_repeat": sum(repeated_ngram_frac(r) for r in ro.responses),
+        # the student's own samples (rollout.teacher_share adds the teacher's, which say nothing of the student)
+        "n_student": float(sum(not t for t in own)),
+        "n_truncated": float(sum(not f for f, t in zip(ro.finished, own) if not t)),
+        "sum_repeat": sum(repeated_ngram_frac(r) for r, t in zip(ro.responses, own) if not t),
         # the rollout engine's own log-probs, where it gives them (NaN: not RECIPE 7's quantity)
         "mismatch": torch.where(finite, (rollout_lp - old_logprobs).abs(), torch.zeros_like(old_logprobs)).sum().item(),
         "n_mismatch": finite.sum().item(),
         "n_failed": float((ok == 0).sum().item()),
-        "n_correct": float(sum(c is True for c in outcomes)), "n_verified": float(sum(c is not None for c in outcomes)),
+        "n_correct": float(sum(c is True for c, t in zip(outcomes, own) if not t)),
+        "n_verified": float(sum(c is not None for c, t in zip(outcomes, own) if not t)),
         # tokens of scored responses left out of the loss: by the log-ratio mask alone, and by any mask
         # (log ratio, online balancing, margin mask, a stripped response prefix)
         "n_logratio_dropped": float((scored & ~ratio_keep.bool()).sum().item()),
@@ -156,12 +160,13 @@ def step_metrics(sums: dict, all_reduce, with_mismatch: bool = True) -> dict[str
         "teacher/failed": g["n_failed"],
         "teacher/failed_frac": g["n_failed"] / n_resp,
         "response/length_mean": g["n_tokens"] / n_resp,
-        "response/truncated_frac": g["n_truncated"] / n_resp,
-        "response/repeat_frac": g["sum_repeat"] / n_resp,
+        "response/truncated_frac": g["n_truncated"] / max(g["n_student"], 1.0),
+        "response/repeat_frac": g["sum_repeat"] / max(g["n_student"], 1.0),
+        "rollout/teacher_samples": g["n_resp"] - g["n_student"],
         "response/tokens": g["n_tokens"],
         "reward/accuracy": g["n_correct"] / max(g["n_verified"], 1.0),
-        "reward/verified_frac": g["n_verified"] / n_resp,
-        "reward/unknown_frac": 1.0 - g["n_verified"] / n_resp,
+        "reward/verified_frac": g["n_verified"] / max(g["n_student"], 1.0),
+        "reward/unknown_frac": 1.0 - g["n_verified"] / max(g["n_student"], 1.0),
     }
     if with_mismatch and g["n_mismatch"]:
         out["rollout/logprob_mismatch"] = g["mismatch"] / g["n_mismatch"]

@@ -114,8 +114,15 @@ class Trainer:
                                                processor=self.student_proc, batch_size=cfg.rollout.batch_size,
                                                decoder=cfg.rollout.decoder, compile_decoder=cfg.rollout.compile_decoder)
         r = cfg.rollout
-        self.sampling = SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
+        self.sampling = SamplingParams(n=r.n - r.teacher_share, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
                                        max_new_tokens=r.max_new_tokens)
+        self.teacher_rollout = None
+        if r.teacher_share:  # the teacher samples part of each group (config: one local HF teacher, shared vocabulary)
+            (teacher,) = self.teachers.values()
+            if not teacher.shared_vocab:
+                raise ConfigError("rollout.teacher_share: the teacher's vocabulary is not the student's")
+            self.teacher_rollout = make_rollout_engine("hf", model=teacher.model, processor=teacher.processor,
+                                                       batch_size=r.batch_size)
         self.prompts = StepPrompts(self.samples, sampler, prompt_cache, self.rejects, cfg.data.strict, self.rank,
                                    self.world, check=self.teacher_of, all_reduce=self.engine.all_reduce)
         if cfg.train.preflight:  # every rank, the same records: all stop together
@@ -161,6 +168,8 @@ class Trainer:
         samples, prompts, prompt_groups = self.next_prompts()
         with t("rollout"), self.engine.rollout_context():
             ro = self.rollout.generate(prompts, self.sampling)
+            if self.teacher_rollout is not None:
+                ro = self.with_teacher_samples(ro, samples)
         self.rollout.sleep()  # a vLLM engine with sleep mode frees its memory until the sync
         rollouts = self.rollouts_of(ro, samples, prompts, prompt_groups)
         with t("verify"):
@@ -171,6 +180,9 @@ class Trainer:
             scores = self.teacher_scores(rollouts, ro.responses, old_logprobs)
         with t("advantages"):
             advantages, loss_mask, metrics = self.advantages(rollouts, ro, outcomes, old_logprobs, scores)
+        every = self.cfg.logging.samples_every
+        if every and (self.step + 1) % every == 0 and self.is_main:
+            self.write_samples(rollouts, ro, outcomes, old_logprobs, scores.logprobs, loss_mask)
         with t("update"):
             metrics.update(self.update(rollouts, ro.responses, old_logprobs, ref_logprobs, advantages, loss_mask, scores))
         with t("sync"):
@@ -182,6 +194,31 @@ class Trainer:
             metrics["memory/peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         metrics["throughput/tokens_per_s"] = metrics["response/tokens"] / max(step_time, 1e-9)
         return metrics
+
+    def with_teacher_samples(self, ro, samples):
+        """The step's rollouts with rollout.teacher_share of each group sampled by the teacher, from its own prompt,
+        at the rollout temperature (prompt-major, ``from_teacher`` marking them)."""
+        from dataclasses import replace
+
+        from .rollout import merge_prompt_major
+
+        (teacher,) = self.teachers.values()
+        params = replace(self.sampling, n=self.cfg.rollout.teacher_share, logprobs=False)
+        return merge_prompt_major(ro, self.teacher_rollout.generate([teacher.encode(s) for s in samples], params))
+
+    def write_samples(self, rollouts: Rollouts, ro, outcomes, old_logprobs, teacher_logprobs, loss_mask) -> None:
+        """A few of this step's rollouts to samples.jsonl, token by token with their rewards (where the signal sits:
+        a stop clause never sampled, a loop the teacher endorses)."""
+        decode = self.student_proc.tokenizer.decode
+        with open(self.out / "samples.jsonl", "a") as f:
+            for i in range(min(self.cfg.logging.samples_per_step, len(ro.responses))):
+                ids = ro.responses[i]
+                f.write(json.dumps({
+                    "step": self.step + 1, "id": rollouts.samples[i].id, "text": self.student_proc.decode(ids),
+                    "finished": bool(ro.finished[i]), "correct": outcomes[i],
+                    "tokens": [decode([t]) for t in ids],
+                    "reward": [round(float(x), 3) for x in (teacher_logprobs[i] - old_logprobs[i])[: len(ids)]],
+                    "counted": [int(x) for x in loss_mask[i, : len(ids)]]}) + "\n")
 
     def rollouts_of(self, ro, samples, prompts, prompt_groups) -> Rollouts:
         """The step's rollouts with their records, prompts, groups, teachers and micro-batches."""

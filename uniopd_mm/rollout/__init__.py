@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import RolloutEngine, RolloutOutput, SamplingParams
+from .base import RolloutEngine, RolloutOutput, SamplingParams, merge_prompt_major
 
 ENGINES = {"hf": "uniopd_mm.rollout.hf:HFRollout", "vllm": "uniopd_mm.rollout.vllm:VLLMRollout"}
 
@@ -16,4 +16,4 @@ def make_rollout_engine(name: str, **kwargs) -> RolloutEngine:
     return getattr(importlib.import_module(module), cls)(**kwargs)
 
 
-__all__ = ["ENGINES", "RolloutEngine", "RolloutOutput", "SamplingParams", "make_rollout_engine"]
+__all__ = ["ENGINES", "RolloutEngine", "RolloutOutput", "SamplingParams", "make_rollout_engine", "merge_prompt_major"]

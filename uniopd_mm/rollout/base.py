@@ -25,6 +25,26 @@ class RolloutOutput:
                                         # without SamplingParams.logprobs)
     prompt_index: list[int]             # which prompt each response answers
     finished: list[bool] = field(default_factory=list)  # stopped on EOS (else truncated)
+    from_teacher: list[bool] = field(default_factory=list)  # sampled by the teacher (rollout.teacher_share)
+
+
+def merge_prompt_major(student: RolloutOutput, teacher: RolloutOutput) -> RolloutOutput:
+    """One prompt-major RolloutOutput from the student's and the teacher's samples of the same prompts: prompt i's
+    student samples, then its teacher samples (``from_teacher`` marks them). Log-probs are the student's where it
+    sampled and empty for the teacher's (they are not the student's pi_old)."""
+    out = RolloutOutput([], [], [], [], [])
+    rows: dict[int, list[tuple[RolloutOutput, int]]] = {}
+    for src in (student, teacher):
+        for j, i in enumerate(src.prompt_index):
+            rows.setdefault(i, []).append((src, j))
+    for i in sorted(rows):
+        for src, j in rows[i]:
+            out.responses.append(src.responses[j])
+            out.logprobs.append(src.logprobs[j] if src is student else [])
+            out.prompt_index.append(i)
+            out.finished.append(src.finished[j])
+            out.from_teacher.append(src is teacher)
+    return out
 
 
 class RolloutEngine:

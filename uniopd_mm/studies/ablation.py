@@ -20,12 +20,11 @@ inversion rate against step).
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 from .common import OPD_LR, SFT_LR, base_cfg, info_of, model_cfg
-from .harness import by_row, figure, run_grid, save_results, seeds_of, stamped, sft_model, teacher_labels
+from .harness import by_row, chosen_rows, figure, grid_parser, report, run_grid, seeds_of, sft_model, teacher_labels
 from .stats import cell, fmt, mean, reach_cell, time_to
 
 DOMAINS = ("shapes-color", "video-color")
@@ -85,11 +84,11 @@ def run_row(name: str, seed: int, run_dir: Path, args, data: Path, info: dict) -
     if name == SEQKD:
         labels, offset = teacher_labels(out / "teacher" / "final", "qwen2_vl", model_cfg("")["processor"],
                                         data / "train.jsonl", data / "train_teacher_answers.jsonl")
-        cfg = base_cfg(out / "student" / "final", run_dir, labels, data / "test.jsonl", 100000, SFT_LR, seed=seed,
-                       time_budget_s=max(args.budget - offset, 1.0), eval_every=args.eval_every, warmup_steps=0)
+        cfg = base_cfg(out / "student" / "final", run_dir, labels, data / "test.jsonl", args.steps or 100000, SFT_LR,
+                       seed=seed, time_budget_s=max(args.budget - offset, 1.0), eval_every=args.eval_every, warmup_steps=0)
         run_sft(load_config(None, [], base=cfg))
     else:
-        cfg = base_cfg(out / "student" / "final", run_dir, data / "train.jsonl", data / "test.jsonl", 100000, OPD_LR,
+        cfg = base_cfg(out / "student" / "final", run_dir, data / "train.jsonl", data / "test.jsonl", args.steps or 100000, OPD_LR,
                        seed=seed, prompts_per_step=16, warmup_steps=0, eval_every=args.eval_every,
                        time_budget_s=args.budget)
         if name == MULTI:
@@ -180,20 +179,10 @@ def plot(payload: dict):
     return fig
 
 
-def report(out: Path, payload: dict) -> list[str]:
-    payload = stamped(payload)
-    return save_results(out, render(payload), payload, plot(payload))
-
 
 def parse(argv=None):
-    ap = argparse.ArgumentParser(prog="study.py ablation", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("runs/ablate"))
+    ap = grid_parser("ablation", __doc__, Path("runs/ablate"), ROWS)
     ap.add_argument("--tiny", type=Path, default=Path("artifacts/tiny"))
-    ap.add_argument("--budget", type=float, default=120.0, help="seconds of training per row")
-    ap.add_argument("--eval-every", type=int, default=20, help="greedy evaluation every N steps")
-    ap.add_argument("--seeds", default="0")
-    ap.add_argument("--rows", default="all", help=f"comma-separated subset of: {', '.join(ROWS)}")
     ap.add_argument("--held-out", action="store_true", help=f"level-1 questions with disjoint splits; defaults {HELD_OUT}")
     ap.add_argument("--domains", default=None, help="synthetic domains (default shapes-color,video-color)")
     ap.add_argument("--level", type=int, default=None, help="synthetic difficulty (default 0)")
@@ -213,9 +202,7 @@ def parse(argv=None):
     args.overrides = ([] if args.logratio_threshold is None else [f"algo.logratio_threshold={args.logratio_threshold}"]
                       ) + args.set
     both = set(DOMAINS) <= set(args.domains.split(","))
-    args.rows = [r for r in ROWS if r != MULTI or both] if args.rows == "all" else args.rows.split(",")
-    if [r for r in args.rows if r not in ROWS]:
-        ap.error(f"unknown rows {[r for r in args.rows if r not in ROWS]}; choose from {list(ROWS)}")
+    args.rows = chosen_rows(ap, args.rows, ROWS, [r for r in ROWS if r != MULTI or both])
     if MULTI in args.rows and not both:
         ap.error(f"the row {MULTI!r} routes image and video prompts to two experts: --domains needs {','.join(DOMAINS)}")
     return args
@@ -229,4 +216,4 @@ def main(argv=None) -> list[dict]:
     jobs = [(name, seed) for seed in seeds_of(args.seeds) for name in args.rows]
     return run_grid(args.out, jobs, lambda name, seed, run_dir: run_row(name, seed, run_dir, args, data, info),
                     lambda results: report(args.out, {"info": info, "settings": settings, "budget": args.budget,
-                                                      "results": results}), desc="ablation")
+                                                      "results": results}, render, plot), desc="ablation")

@@ -21,13 +21,13 @@ curves.png (both accuracies against training seconds; the bar chart with interva
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
 
 from .common import OPD_LR, SFT_LR, base_cfg, info_of, model_cfg
-from .harness import by_row, cached_json, figure, run_grid, save_results, seeds_of, stamped, sft_model, teacher_labels
+from .harness import (by_row, cached_json, chosen_rows, figure, grid_parser, report, run_grid, seeds_of, sft_model,
+                      split_rows, teacher_labels)
 from .stats import cell, interval, reach_cell, time_to
 
 BLIND, SHOWN_AS = "blue", "green"  # the teacher learns "green" wherever the truth is "blue"
@@ -53,11 +53,6 @@ ROWS = {
     "uni-opd (mm preset, lr 1e-4)": ["algo.preset=uniopd_mm", "train.lr=1e-4"],
     "opd + outcome reward": OPD + ["algo.advantage=opd+outcome"],
 }
-
-
-def split_rows(text: str) -> list[str]:
-    """``--rows``: names separated by commas outside parentheses ("opd,uni-opd (text preset, delta 10)")."""
-    return [name.strip() for name in re.split(r",(?![^()]*\))", text) if name.strip()]
 
 
 def blind_copy(rec: dict) -> dict:
@@ -225,21 +220,10 @@ def plot(payload: dict):
     return fig
 
 
-def report(out: Path, payload: dict) -> list[str]:
-    payload = stamped(payload)
-    return save_results(out, render(payload), payload, plot(payload))
-
 
 def parse(argv=None):
-    ap = argparse.ArgumentParser(prog="study.py blindspot", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("runs/blindspot"))
+    ap = grid_parser("blindspot", __doc__, Path("runs/blindspot"), ROWS, seeds="0,1,2,3,4")
     ap.add_argument("--tiny", type=Path, default=Path("artifacts/tiny"))
-    ap.add_argument("--budget", type=float, default=120.0, help="seconds of training per row")
-    ap.add_argument("--steps", type=int, default=None, help="cap the steps of every row (the quick mode uses 2)")
-    ap.add_argument("--eval-every", type=int, default=20)
-    ap.add_argument("--seeds", default="0,1,2,3,4")
-    ap.add_argument("--rows", default="all", help=f"comma-separated subset of: {', '.join(ROWS)}")
     ap.add_argument("--teacher-steps", type=int, default=300)
     ap.add_argument("--student-steps", type=int, default=100)
     ap.add_argument("--n-train", type=int, default=1000)
@@ -258,9 +242,7 @@ def parse(argv=None):
         args.n_train, args.n_test = 48, 12
     if args.level == 0:
         args.overlap = True  # level 0 has a few hundred distinct questions: disjoint splits cannot be drawn
-    args.rows = list(ROWS) if args.rows == "all" else split_rows(args.rows)
-    if [r for r in args.rows if r not in ROWS]:
-        ap.error(f"unknown rows {[r for r in args.rows if r not in ROWS]}; choose from {list(ROWS)}")
+    args.rows = chosen_rows(ap, args.rows, ROWS)
     return args
 
 
@@ -271,4 +253,5 @@ def main(argv=None) -> list[dict]:
     jobs = [(name, seed) for seed in seeds_of(args.seeds) for name in args.rows]
     return run_grid(args.out, jobs, lambda name, seed, run_dir: run_row(name, seed, run_dir, args, data, info),
                     lambda results: report(args.out, {"info": info, "settings": {"budget": args.budget},
-                                                      "budget": args.budget, "results": results}), desc="blindspot")
+                                                      "budget": args.budget, "results": results}, render, plot),
+                    desc="blindspot")

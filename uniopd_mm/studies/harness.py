@@ -144,6 +144,47 @@ def stamped(payload: dict) -> dict:
     return payload
 
 
+def grid_parser(study: str, doc: str, out: Path, rows: dict, row_default: str = "all", seeds: str = "0",
+                budget: float = 120.0, eval_every: int | None = 20):
+    """The command line every grid study shares: --out, --rows, --seeds, --budget, --steps (a cap) and, where the
+    study evaluates during training, --eval-every; the study adds its own."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog=f"study.py {study}", description=doc,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=out)
+    ap.add_argument("--rows", default=row_default, help=f"comma-separated subset of: {', '.join(rows)} (or all)")
+    ap.add_argument("--seeds", default=seeds)
+    ap.add_argument("--budget", type=float, default=budget, help="seconds of training per row (evaluation not counted)")
+    ap.add_argument("--steps", type=int, default=None, help="cap the steps of every row (the quick modes use 2)")
+    if eval_every is not None:
+        ap.add_argument("--eval-every", type=int, default=eval_every, help="greedy evaluation every N steps")
+    return ap
+
+
+def split_rows(text: str) -> list[str]:
+    """``--rows``: names separated by commas outside parentheses ("opd,uni-opd (text preset, delta 10)")."""
+    import re
+
+    return [name.strip() for name in re.split(r",(?![^()]*\))", text) if name.strip()]
+
+
+def chosen_rows(ap, text: str, rows: dict, every: list[str] | None = None) -> list[str]:
+    """The rows ``--rows`` names (``all``: ``every``, by default all of ``rows``), refusing an unknown one by name."""
+    chosen = list(every if every is not None else rows) if text == "all" else split_rows(text)
+    unknown = [r for r in chosen if r not in rows]
+    if unknown:
+        ap.error(f"unknown rows {unknown}; choose from {list(rows)}")
+    return chosen
+
+
+def report(out: Path, payload: dict, render, plot) -> list[str]:
+    """A grid study's report from its payload: ``render(payload)`` (the table lines) and ``plot(payload)`` (a
+    figure), with the date and core count stamped where the payload has none."""
+    payload = stamped(payload)
+    return save_results(out, render(payload), payload, plot(payload))
+
+
 def save_results(out: Path, lines: list[str], payload: dict, fig=None) -> list[str]:
     """A study's report: ``lines`` to out/results.md, ``payload`` to out/results.json, ``fig`` to out/curves.png;
     prints the table and where everything went."""
@@ -176,7 +217,8 @@ def figure(panels: int, width: float = 5.5, height: float = 4.5):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(1, panels, figsize=(width * panels, height))
+    fig, axes = plt.subplots(1, panels, figsize=(width * panels, height), squeeze=False)
+    return fig, list(axes[0])
 
 
 def settings_dir(out: Path, settings: dict) -> Path:

@@ -5,10 +5,11 @@ something into itself when not told (teacher.context, teacher.path: student; uni
     python scripts/study.py privileged --quick --out /tmp/pv     # every row's pipeline, a few steps
 
 The teacher is the student's own starting weights, frozen, reading a prompt the student never sees:
-- ``opd from the system prompt``: the system prompt SYSTEM (an answer format the model follows when told); the
+- ``opd from the instruction``: the instruction INSTRUCTION after the question (an answer format the model follows
+  when told; SmolLM2-135M ignores the same instructions as a system prompt: measured, docs/results.md); the
   student, prompted without it, should come to follow it anyway: measured as held-out compliance (the greedy
-  response has the format) and accuracy, without the system prompt;
-- ``sft on the teacher's outputs``: the baseline: the teacher (with SYSTEM) answers every training prompt greedily
+  response has the format) and accuracy, without the instruction;
+- ``sft on the teacher's outputs``: the baseline: the teacher (with INSTRUCTION) answers every training prompt greedily
   and the student is fine-tuned on those answers (the labelling is a one-off preparation, reported, not charged);
 - ``self-distillation from the worked solution``: the teacher reads the record's worked solution after the
   question (``user_suffix``); published work expects instance-specific hints to teach little (the student cannot
@@ -19,21 +20,20 @@ Every row gets the same seconds of training (--budget) per seed; the two-step ar
 
 from __future__ import annotations
 
-import argparse
 import re
 import shutil
 from pathlib import Path
 
-from .harness import (by_row, figure, greedy_accuracy, log, run_grid, save_results, seeds_of, settings_dir,
-                      stamped, teacher_labels)
-from .real_weights import ROOT, arithmetic_records, convert, write_jsonl
+from .harness import (by_row, chosen_rows, figure, greedy_accuracy, grid_parser, log, report, run_grid, seeds_of,
+                      settings_dir, teacher_labels)
+from .real_weights import ROOT, arithmetic_records, convert, smollm_arguments, write_jsonl
 from .stats import cell, fmt, mean
 
-SYSTEM = "Reply with only the final number, nothing else."
-COMPLIES = re.compile(r"\s*-?\d+\.?\s*")  # the whole response is one number
+INSTRUCTION = "\n\nStart your reply with 'The answer is'."
+COMPLIES = re.compile(r"\s*The answer is\b.*", re.S)  # the response opens as instructed
 HINT = "\n\nA worked solution: {meta.solution}"
-SYS, SFT, HINTED = "opd from the system prompt", "sft on the teacher's outputs", "self-distillation from the worked solution"
-ROWS = {SYS: {"system": SYSTEM}, SFT: {"system": SYSTEM}, HINTED: {"user_suffix": HINT}}
+TOLD, SFT, HINTED = "opd from the instruction", "sft on the teacher's outputs", "self-distillation from the worked solution"
+ROWS = {TOLD: {"user_suffix": INSTRUCTION}, SFT: {"user_suffix": INSTRUCTION}, HINTED: {"user_suffix": HINT}}
 
 
 def compliance(responses: list[str]) -> float:
@@ -84,11 +84,11 @@ def run_row(name: str, seed: int, run_dir: Path, args) -> dict:
 def render(payload: dict) -> list[str]:
     info, s = payload["info"], payload["settings"]
     lines = [f"SmolLM2-135M-Instruct, its own frozen starting weights as the teacher; greedy on {s['n_test']} held-out "
-             f"questions without any system prompt. Start: compliance {info['student']['compliance']:.2f}, accuracy "
-             f"{info['student']['accuracy']:.2f}; the teacher as it reads its context: with the system prompt "
-             f"compliance {info['teacher_system']['compliance']:.2f}, accuracy {info['teacher_system']['accuracy']:.2f}; "
-             f"with the worked solution accuracy {info['teacher_hint']['accuracy']:.2f}. System prompt: "
-             f"\"{s['system']}\"; compliance: the response is one number. Every row {s['budget']:.0f} s of training, "
+             f"questions without the instruction or the solution. Start: compliance {info['student']['compliance']:.2f}, accuracy "
+             f"{info['student']['accuracy']:.2f}; the teacher as it reads its context: with the instruction "
+             f"compliance {info['teacher_told']['compliance']:.2f}, accuracy {info['teacher_told']['accuracy']:.2f}; "
+             f"with the worked solution accuracy {info['teacher_hint']['accuracy']:.2f}. Instruction after the question: "
+             f"{s['instruction']!r}; compliance: the response starts with 'The answer is'. Every row {s['budget']:.0f} s of training, "
              f"{s['prompts']} prompts x {s['n']} samples (OPD), lr {s['lr']:g}; seeds "
              f"{sorted({r['seed'] for r in payload['results']})}, {payload['cpu_count']} CPU cores, {payload['date']}. "
              "Means with 95% t-intervals over seeds.", "",
@@ -114,39 +114,20 @@ def plot(payload: dict):
     ax.axhline(payload["info"]["student"]["compliance"], ls="--", c="C0", lw=0.8, label="start compliance")
     ax.set_xticks([x + 0.2 for x in range(len(rows))])
     ax.set_xticklabels(list(rows), rotation=15, ha="right", fontsize=7)
-    ax.set(title="held-out, no system prompt (dots: seeds)", ylim=(0, 1))
+    ax.set(title="held-out, no instruction (dots: seeds)", ylim=(0, 1))
     ax.legend(fontsize=7)
     return fig
 
 
-def report(out: Path, payload: dict) -> list[str]:
-    payload = stamped(payload)
-    return save_results(out, render(payload), payload, plot(payload))
-
 
 def parse(argv=None):
-    ap = argparse.ArgumentParser(prog="study.py privileged", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "privileged")
-    ap.add_argument("--model", type=Path, default=ROOT / "artifacts" / "smollm2-135m-instruct")
-    ap.add_argument("--rows", default="all", help=f"comma-separated subset of: {', '.join(ROWS)}")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--budget", type=float, default=300.0, help="seconds of training per row")
-    ap.add_argument("--steps", type=int, default=None, help="cap the steps of every row (the quick mode uses 2)")
-    ap.add_argument("--lr", type=float, default=2e-5)
-    ap.add_argument("--prompts", type=int, default=4)
-    ap.add_argument("--n", type=int, default=4)
-    ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--n-train", type=int, default=2000)
-    ap.add_argument("--n-test", type=int, default=100)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override for the OPD rows")
-    ap.add_argument("--quick", action="store_true", help="a few steps and records: checks the pipeline only")
+    ap = grid_parser("privileged", __doc__, ROOT / "runs" / "privileged", ROWS, seeds="0,1,2", budget=300.0,
+                     eval_every=None)
+    smollm_arguments(ap)
     args = ap.parse_args(argv)
     if args.quick:
         args.steps, args.n_train, args.n_test, args.seeds = 2, 32, 8, "0"
-    args.rows = list(ROWS) if args.rows == "all" else [r.strip() for r in args.rows.split(",") if r.strip()]
-    if [r for r in args.rows if r not in ROWS]:
-        ap.error(f"unknown rows {[r for r in args.rows if r not in ROWS]}; choose from {list(ROWS)}")
+    args.rows = chosen_rows(ap, args.rows, ROWS)
     return args
 
 
@@ -159,13 +140,13 @@ def main(argv=None) -> list[dict]:
     write_jsonl(args.out / "data" / "test.jsonl", test)
     log("held-out compliance and accuracy: the student, and the teacher with each context")
     info = {"student": held_out(args.model, args, args.out / "eval_student"),
-            "teacher_system": held_out(args.model, args, args.out / "eval_teacher_system", {"system": SYSTEM}),
+            "teacher_told": held_out(args.model, args, args.out / "eval_teacher_told", ROWS[TOLD]),
             "teacher_hint": held_out(args.model, args, args.out / "eval_teacher_hint", {"user_suffix": HINT})}
     settings = {k: getattr(args, k) for k in ("n_test", "budget", "prompts", "n", "lr", "steps", "max_new_tokens", "set")}
-    settings["system"] = SYSTEM
+    settings["instruction"] = INSTRUCTION
     grid = settings_dir(args.out, settings)
     log(f"runs and report under {grid}")
     jobs = [(name, seed) for seed in seeds_of(args.seeds) for name in args.rows]
     return run_grid(grid, jobs, lambda name, seed, run_dir: run_row(name, seed, run_dir, args),
-                    lambda results: report(grid, {"info": info, "settings": settings, "results": results}),
+                    lambda results: report(grid, {"info": info, "settings": settings, "results": results}, render, plot),
                     desc="privileged")

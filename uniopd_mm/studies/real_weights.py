@@ -22,13 +22,12 @@ results.json / curves.png there.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from pathlib import Path
 
-from .harness import (by_row, figure, greedy_accuracy, log, run_grid, save_results, seeds_of, settings_dir,
-                      stamped, teacher_labels)
+from .harness import (by_row, chosen_rows, figure, greedy_accuracy, grid_parser, log, report, run_grid, seeds_of,
+                      settings_dir, teacher_labels)
 from .stats import cell, fmt, mean, reach_cell, time_to
 from .trl_rows import TRL_ROWS, run_trl_row
 
@@ -89,13 +88,19 @@ def make_teacher(args, common: dict) -> Path:
 
 OPD = ["algo.preset=opd"]
 NO_MASK = ["algo.logratio_threshold=null"]
+TEACHER_SHARE = ["rollout.teacher_share=1", "rollout.reuse_logprobs=false"]
 SEQKD = "sft on teacher answers"
 ROWS = {
     "opd": OPD,
     "opd (mask off)": OPD + NO_MASK,
     "opd (mask off; truncated dropped)": OPD + NO_MASK + ["algo.truncated=drop"],
+    # mixed-policy: 1 of each prompt's 4 samples is the teacher's, so the sampled-token reward also reaches tokens the
+    # student does not sample yet (the stop clause)
+    "opd (mask off; 1 of 4 samples from the teacher)": OPD + NO_MASK + TEACHER_SHARE,
     "uni-opd text preset (mask off)": ["algo.preset=uniopd_text"] + NO_MASK,
     "uni-opd mm preset (mask off)": ["algo.preset=uniopd_mm"] + NO_MASK,
+    "uni-opd mm preset (mask off; 1 of 4 from the teacher)": ["algo.preset=uniopd_mm"] + NO_MASK + TEACHER_SHARE,
+    "uni-opd text preset (mask off; 1 of 4 from the teacher)": ["algo.preset=uniopd_text"] + NO_MASK + TEACHER_SHARE,
     "forward KL": OPD + ["algo.loss=forward_kl", "algo.distill_support=full"],
     "reverse KL": OPD + ["algo.loss=reverse_kl", "algo.distill_support=full"],
     SEQKD: None,
@@ -190,23 +195,11 @@ def plot(payload: dict):
     return fig
 
 
-def report(out: Path, payload: dict) -> list[str]:
-    payload = stamped(payload)
-    return save_results(out, render(payload), payload, plot(payload))
 
-
-def parse(argv=None):
-    ap = argparse.ArgumentParser(prog="study.py real-weights", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "real_weights")
+def smollm_arguments(ap) -> None:
+    """The options of a study on SmolLM2-135M-Instruct and the arithmetic task (this one and privileged.py)."""
     ap.add_argument("--model", type=Path, default=ROOT / "artifacts" / "smollm2-135m-instruct",
                     help="the converted SmolLM2-135M-Instruct (made from the packaged GGUF when missing)")
-    ap.add_argument("--teacher-steps", type=int, default=80)
-    ap.add_argument("--rows", default="opd,forward KL", help=f"comma-separated subset of: {', '.join(ROWS)}")
-    ap.add_argument("--seeds", default="0")
-    ap.add_argument("--budget", type=float, default=600.0, help="seconds of training per row")
-    ap.add_argument("--steps", type=int, default=None, help="cap the steps of every row (the quick mode uses 2)")
-    ap.add_argument("--eval-every", type=int, default=20)
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--prompts", type=int, default=4, help="prompts per step")
     ap.add_argument("--n", type=int, default=4, help="samples per prompt")
@@ -215,16 +208,20 @@ def parse(argv=None):
     ap.add_argument("--n-test", type=int, default=100)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override for every OPD row")
     ap.add_argument("--quick", action="store_true", help="a few steps and records: checks the pipeline only")
+
+
+def parse(argv=None):
+    ap = grid_parser("real-weights", __doc__, ROOT / "runs" / "real_weights", ROWS, row_default="opd,forward KL",
+                     budget=600.0)
+    smollm_arguments(ap)
+    ap.add_argument("--teacher-steps", type=int, default=80)
     args = ap.parse_args(argv)
     if args.quick:
         args.teacher_steps, args.steps, args.n_train, args.n_test, args.eval_every = 2, 2, 32, 8, 2
     import importlib.util
 
     has_trl = importlib.util.find_spec("trl") is not None
-    args.rows = ([r.strip() for r in args.rows.split(",") if r.strip()] if args.rows != "all" else
-                 [r for r in ROWS if has_trl or r not in TRL_ROWS])
-    if [r for r in args.rows if r not in ROWS]:
-        ap.error(f"unknown rows {[r for r in args.rows if r not in ROWS]}; choose from {list(ROWS)}")
+    args.rows = chosen_rows(ap, args.rows, ROWS, [r for r in ROWS if has_trl or r not in TRL_ROWS])
     if not has_trl and set(args.rows) & set(TRL_ROWS):
         ap.error("the TRL rows need TRL: run this from .venv-bench (`make bench-env`), .venv-bench/bin/python "
                  "scripts/study.py real-weights ...")
@@ -254,5 +251,5 @@ def main(argv=None) -> list[dict]:
     log(f"runs and report under {grid}")
     jobs = [(name, seed) for seed in seeds_of(args.seeds) for name in args.rows]
     return run_grid(grid, jobs, lambda name, seed, run_dir: run_row(name, seed, run_dir, args, common, teacher, info),
-                    lambda results: report(grid, {"info": info, "settings": settings, "results": results}),
+                    lambda results: report(grid, {"info": info, "settings": settings, "results": results}, render, plot),
                     desc="real-weights")
