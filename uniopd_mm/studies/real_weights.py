@@ -166,7 +166,8 @@ def render(payload: dict) -> list[str]:
              f"greedy on {s['n_test']} held-out questions. Every row {s['budget']:.0f} s of training (evaluation not "
              f"counted), {s['prompts']} prompts x {s['n']} samples, at most {s['max_new_tokens']} new tokens, lr "
              f"{s['lr']:g}; seeds {sorted({r['seed'] for r in payload['results']})}, {payload['cpu_count']} CPU cores, "
-             f"{payload['date']}. Means with 95% t-intervals over seeds; gap closed = (acc - {student:.2f}) / "
+             f"{payload['date']}{'; on every row: ' + ', '.join(s['set']) if s.get('set') else ''}. "
+             f"Means with 95% t-intervals over seeds; gap closed = (acc - {student:.2f}) / "
              f"({teacher:.2f} - {student:.2f}); 's to 0.6 of the gap': first second at accuracy {target:.3f}.", "",
              "| row | held-out accuracy | gap closed | per seed | truncated (first / last 5 steps) | repeated 4-grams "
              "(last 5) | reverse KL (last 5) | inversion rate | steps | s to 0.6 of the gap |",
