@@ -123,7 +123,11 @@ def repeated_ngram_frac(ids: list[int], n: int = 4) -> float:
 
 def rollout_sums(ro, old_logprobs, teacher_logprobs, response_mask, loss_mask, ok, outcomes, ratio_keep) -> dict:
     """This rank's sums behind the step's rollout, teacher and reward metrics (``step_metrics`` reduces them)."""
-    rollout_lp = pad_rows(ro.logprobs)[:, : old_logprobs.shape[1]]
+    # the rollout engine's own log-probs, NaN where it gave none (the teacher's samples under rollout.teacher_share),
+    # as wide as the step's responses (the longest may be one without them)
+    rollout_lp = torch.full_like(old_logprobs, float("nan"))
+    given = pad_rows(ro.logprobs, float("nan"))[:, : old_logprobs.shape[1]]
+    rollout_lp[:, : given.shape[1]] = given
     finite = torch.isfinite(rollout_lp) & response_mask.bool()
     counted, scored = loss_mask.bool(), response_mask.bool() & ok.bool()[:, None]
     own = ro.from_teacher or [False] * len(ro.responses)
