@@ -63,6 +63,7 @@ def teacher_labels(teacher: Path, family: str, processor: dict | None, train: Pa
     from uniopd_mm.evaluate import evaluate
     from uniopd_mm.models import load_frozen
     from uniopd_mm.rollout import make_rollout_engine
+    from uniopd_mm.teacher.context import as_read_by_teacher
 
     out = Path(out)
     meta = out.with_suffix(".json")
@@ -71,11 +72,7 @@ def teacher_labels(teacher: Path, family: str, processor: dict | None, train: Pa
     t0 = time.time()
     model, proc = load_frozen(teacher, family, processor)
     preds: list = []
-    samples = load_jsonl(train)
-    if context:
-        from uniopd_mm.teacher.context import privileged_sample
-
-        samples = [privileged_sample(x, context.get("system"), context.get("user_suffix")) for x in samples]
+    samples = as_read_by_teacher(load_jsonl(train), context)
     evaluate(make_rollout_engine("hf", model=model, processor=proc, batch_size=64), proc, samples,
              max_new_tokens, predictions=preds)
     answers = {p["id"]: p["response"] for p in preds}
@@ -100,13 +97,10 @@ def greedy_accuracy(model: Path, test: Path, max_new_tokens: int, out: Path, fam
         from uniopd_mm.evaluate import evaluate
         from uniopd_mm.models import load_frozen
         from uniopd_mm.rollout import make_rollout_engine
+        from uniopd_mm.teacher.context import as_read_by_teacher
 
         mdl, proc = load_frozen(model, family, processor)
-        samples = load_jsonl(test)
-        if context:
-            from uniopd_mm.teacher.context import privileged_sample
-
-            samples = [privileged_sample(x, context.get("system"), context.get("user_suffix")) for x in samples]
+        samples = as_read_by_teacher(load_jsonl(test), context)
         predictions: list = []
         t0 = time.time()
         metrics = evaluate(make_rollout_engine("hf", model=mdl, processor=proc, batch_size=batch_size), proc,

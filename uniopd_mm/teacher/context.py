@@ -58,6 +58,13 @@ def privileged_sample(sample: Sample, system: str | None = None, user_suffix: st
     return out
 
 
+def as_read_by_teacher(samples, context: dict | None) -> list:
+    """``samples`` as a teacher with ``context`` (``system`` / ``user_suffix``, as teacher.context) reads them."""
+    if not context:
+        return list(samples)
+    return [privileged_sample(s, context.get("system"), context.get("user_suffix")) for s in samples]
+
+
 class ContextTeacher(TeacherScorer):
     """Scores through ``teacher`` with every record made privileged first (a bad record fails its own rows, as
     any teacher's bad record does)."""
