@@ -48,6 +48,23 @@ def test_grid_runs_each_job_once_and_resumes(tmp_path):
     assert calls == jobs + [("opd", 2)] and again[:3] == first
 
 
+def test_grid_report_only_reads_the_runs_on_disk_and_runs_nothing(tmp_path, capsys):
+    def run_one(name, seed, run_dir):
+        return {"row": name, "seed": seed, "acc": 0.25}
+
+    harness.run_grid(tmp_path, [("opd", 0)], run_one)
+
+    def must_not_run(name, seed, run_dir):
+        raise AssertionError(f"ran {name} seed {seed}")
+
+    reports = []
+    got = harness.run_grid(tmp_path, [("opd", 0), ("opd", 1), ("grpo", 0)], must_not_run, reports.append,
+                           report_only=True)
+    assert got == [{"row": "opd", "seed": 0, "acc": 0.25}] and reports == [got]
+    assert not (tmp_path / "runs" / "opd-s1").exists()
+    assert "2 of 3 runs not on disk, left out: opd (seed 1), grpo (seed 0)" in capsys.readouterr().out
+
+
 def test_time_to_target_and_its_cell():
     curve = [(0.0, 0.2), (10.0, 0.49), (20.0, 0.5), (30.0, 0.9)]
     assert time_to(curve, 0.5) == 20.0 and time_to(curve, 0.95) is None

@@ -216,4 +216,5 @@ def main(argv=None) -> list[dict]:
     jobs = [(name, seed) for seed in seeds_of(args.seeds) for name in args.rows]
     return run_grid(args.out, jobs, lambda name, seed, run_dir: run_row(name, seed, run_dir, args, data, info),
                     lambda results: report(args.out, {"info": info, "settings": settings, "budget": args.budget,
-                                                      "results": results}, render, plot), desc="ablation")
+                                                      "results": results}, render, plot), desc="ablation",
+                    report_only=args.report_only)

@@ -254,4 +254,4 @@ def main(argv=None) -> list[dict]:
     return run_grid(args.out, jobs, lambda name, seed, run_dir: run_row(name, seed, run_dir, args, data, info),
                     lambda results: report(args.out, {"info": info, "settings": {"budget": args.budget},
                                                       "budget": args.budget, "results": results}, render, plot),
-                    desc="blindspot")
+                    desc="blindspot", report_only=args.report_only)

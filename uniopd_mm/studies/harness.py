@@ -113,20 +113,33 @@ def greedy_accuracy(model: Path, test: Path, max_new_tokens: int, out: Path, fam
 
 
 def run_grid(out: Path, jobs: Iterable[tuple[str, int]], run_one: Callable[[str, int, Path], dict],
-             on_result: Callable[[list[dict]], object] | None = None, desc: str = "runs") -> list[dict]:
+             on_result: Callable[[list[dict]], object] | None = None, desc: str = "runs",
+             report_only: bool = False) -> list[dict]:
     """Runs ``run_one(row, seed, run_dir)`` for each (row, seed) in ``jobs`` with a progress bar; a run whose record
     is on disk (``out/runs/<row>-s<seed>/result.json``) is read back instead. ``on_result`` gets the records so far
-    after each run (a study writes its report there: partial results survive an interrupted grid)."""
+    after each run (a study writes its report there: partial results survive an interrupted grid). ``report_only``:
+    run nothing; the records on disk only (the missing runs are named in the log), then ``on_result`` once."""
     from tqdm import tqdm
 
     jobs = list(jobs)
-    results = []
-    bar = tqdm(jobs, desc=desc, unit="run")
+    results, missing = [], []
+    bar = tqdm(jobs, desc=desc, unit="run", disable=report_only)
     for name, seed in bar:
         bar.set_postfix_str(f"{name} (seed {seed})")
-        run_dir = Path(out) / "runs" / f"{slug(name)}-s{seed}"
-        results.append(cached_json(run_dir / "result.json", lambda: run_one(name, seed, run_dir)))
+        record = Path(out) / "runs" / f"{slug(name)}-s{seed}" / "result.json"
+        if report_only:
+            if record.exists():
+                results.append(json.loads(record.read_text()))
+            else:
+                missing.append(f"{name} (seed {seed})")
+            continue
+        results.append(cached_json(record, lambda: run_one(name, seed, record.parent)))
         if on_result is not None:
+            on_result(results)
+    if report_only:
+        if missing:
+            log(f"report only: {len(missing)} of {len(jobs)} runs not on disk, left out: {', '.join(missing)}")
+        if on_result is not None and results:
             on_result(results)
     return results
 
@@ -151,6 +164,8 @@ def grid_parser(study: str, doc: str, out: Path, rows: dict, row_default: str = 
     ap.add_argument("--seeds", default=seeds)
     ap.add_argument("--budget", type=float, default=budget, help="seconds of training per row (evaluation not counted)")
     ap.add_argument("--steps", type=int, default=None, help="cap the steps of every row (the quick modes use 2)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="run nothing: the report from the runs already on disk (a missing one is left out and named)")
     if eval_every is not None:
         ap.add_argument("--eval-every", type=int, default=eval_every, help="greedy evaluation every N steps")
     return ap

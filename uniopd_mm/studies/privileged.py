@@ -149,4 +149,4 @@ def main(argv=None) -> list[dict]:
     jobs = [(name, seed) for seed in seeds_of(args.seeds) for name in args.rows]
     return run_grid(grid, jobs, lambda name, seed, run_dir: run_row(name, seed, run_dir, args),
                     lambda results: report(grid, {"info": info, "settings": settings, "results": results}, render, plot),
-                    desc="privileged")
+                    desc="privileged", report_only=args.report_only)

@@ -106,7 +106,8 @@ ROWS = {
     SEQKD: None,
     "grpo": OPD + ["algo.advantage=grpo"],
     "opd + outcome (mask off)": OPD + NO_MASK + ["algo.advantage=opd+outcome"],
-    "constant -1 (control)": OPD + ["algo.advantage=constant", "algo.constant_advantage=-1.0"],
+    # the control of arXiv 2608.31046, mask off like the OPD rows: a log-ratio mask would pass the teacher's signal on
+    "constant -1 (control)": OPD + NO_MASK + ["algo.advantage=constant", "algo.constant_advantage=-1.0"],
     # TRL's trainers on the same pair, prompts, cap, rate and budget (trl_rows.py; run from .venv-bench)
     **{name: None for name in TRL_ROWS},
 }
@@ -253,4 +254,4 @@ def main(argv=None) -> list[dict]:
     jobs = [(name, seed) for seed in seeds_of(args.seeds) for name in args.rows]
     return run_grid(grid, jobs, lambda name, seed, run_dir: run_row(name, seed, run_dir, args, common, teacher, info),
                     lambda results: report(grid, {"info": info, "settings": settings, "results": results}, render, plot),
-                    desc="real-weights")
+                    desc="real-weights", report_only=args.report_only)
