@@ -28,3 +28,5 @@ def test_rollout_sums_with_teacher_samples_longer_than_the_students():
     m = step_metrics(sums, lambda t: t)
     assert sums["n_mismatch"] == 2 and sums["mismatch"] == 0.5  # |-1 + 1.5| + |-2 + 2|
     assert m["response/truncated_frac"] == 1.0 and m["rollout/teacher_samples"] == 1.0
+    # no teacher ran (GRPO, the constant control): no reverse KL, not a 0 (the log ratio there is 0 by construction)
+    assert "opd/reverse_kl" in m and "opd/reverse_kl" not in step_metrics(sums, lambda t: t, with_teacher=False)

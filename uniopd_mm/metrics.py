@@ -151,8 +151,9 @@ def rollout_sums(ro, old_logprobs, teacher_logprobs, response_mask, loss_mask, o
     }
 
 
-def step_metrics(sums: dict, all_reduce, with_mismatch: bool = True) -> dict[str, float]:
-    """``rollout_sums`` of every rank, summed, as the logged metrics."""
+def step_metrics(sums: dict, all_reduce, with_mismatch: bool = True, with_teacher: bool = True) -> dict[str, float]:
+    """``rollout_sums`` of every rank, summed, as the logged metrics. ``with_teacher=False`` (outcome-only GRPO, the
+    constant control: no teacher ran): no reverse KL, rather than a 0 that was never measured."""
     keys = sorted(sums)
     g = dict(zip(keys, all_reduce(torch.tensor([sums[k] for k in keys], dtype=torch.float64)).tolist()))
     n_resp = max(g["n_resp"], 1.0)
@@ -174,6 +175,8 @@ def step_metrics(sums: dict, all_reduce, with_mismatch: bool = True) -> dict[str
     }
     if with_mismatch and g["n_mismatch"]:
         out["rollout/logprob_mismatch"] = g["mismatch"] / g["n_mismatch"]
+    if not with_teacher:
+        del out["opd/reverse_kl"]
     return out
 
 

@@ -291,7 +291,8 @@ class Trainer:
         advantages, loss_mask, metrics = self.calibrate(teacher_logprobs, old_logprobs, scored * ratio_keep, correct,
                                                         rollouts.group_ids, teacher_ids, scored * (1 - ratio_keep))
         sums = rollout_sums(ro, old_logprobs, teacher_logprobs, response_mask, loss_mask, ok, outcomes, ratio_keep)
-        metrics.update(step_metrics(sums, self.engine.all_reduce, with_mismatch=not self.cfg.rollout.reuse_logprobs))
+        metrics.update(step_metrics(sums, self.engine.all_reduce, with_mismatch=not self.cfg.rollout.reuse_logprobs,
+                                    with_teacher=self.cfg.algo.advantage not in ("grpo", "constant")))
         metrics.update(per_teacher_metrics(names, rollouts.routes, old_logprobs, teacher_logprobs, loss_mask, ok,
                                            self.engine.all_reduce))
         return advantages, loss_mask, metrics
@@ -424,7 +425,8 @@ class Trainer:
             self.log(metrics)
             last = metrics
             bar.update(1)
-            bar.set_postfix({"rkl": f"{metrics['opd/reverse_kl']:.3f}", "acc": f"{metrics['reward/accuracy']:.2f}"})
+            bar.set_postfix({**({"rkl": f"{metrics['opd/reverse_kl']:.3f}"} if "opd/reverse_kl" in metrics else {}),
+                             "acc": f"{metrics['reward/accuracy']:.2f}"})
             if skipped_run >= cfg.max_skipped_in_a_row:
                 self.close_log()
                 raise RuntimeError(f"step {self.step}: {skipped_run} steps in a row were skipped for a non-finite loss "

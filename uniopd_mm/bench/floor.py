@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -289,7 +288,7 @@ def config(args, data: Path, out: Path):
         "logging": {"progress": False, "tensorboard": False}})
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/bench_floor"))
     ap.add_argument("--tiny", type=Path, default=Path("artifacts/tiny"))
@@ -324,15 +323,18 @@ def main(argv=None) -> dict:
             raise SystemExit(f"--real-weights: {args.student} is missing; `make real-weights-check` converts it")
     args.prompts = args.prompts or (4 if args.real_weights else 16)
     args.max_new_tokens = args.max_new_tokens or (32 if args.real_weights else 64)
+    args.family, args.dtype = ("text", "float32") if args.shape == "tiny" else ("qwen2_5_vl", "float32")
+    return args
+
+
+def prepare(args, rank: int) -> Path:
+    """The pair (``args.student`` / ``args.teacher``, built on rank 0 where not given) and the prompts' folder; the
+    other ranks wait for rank 0's files."""
     import torch
 
-    from uniopd_mm.metrics import write_report
     from uniopd_mm.synthetic import SyntheticSpec, generate
     from uniopd_mm.tiny import make_tiny_models
-    from uniopd_mm.trainer import Trainer
 
-    rank = int(os.environ.get("RANK", "0"))
-    args.family, args.dtype = ("text", "float32") if args.shape == "tiny" else ("qwen2_5_vl", "float32")
     if args.shape == "3b-7b":
         if not torch.cuda.is_available():
             raise SystemExit("bench_floor --shape 3b-7b: no CUDA device here (a 7B teacher and a 3B student in bf16)")
@@ -358,15 +360,19 @@ def main(argv=None) -> dict:
     if rank == 0 and not (data / "train_text.jsonl").exists():
         generate(SyntheticSpec(n_train=max(64, args.prompts * 4), n_test=4, domains=("text-arith",), levels=(1,)),
                  data, progress=False)
-    while not (data / "train_text.jsonl").exists():  # the other ranks wait for rank 0's files
+    while not (data / "train_text.jsonl").exists():
         time.sleep(0.5)
-    trainer = Trainer(config(args, data, args.out / "run"))
-    floors = Floors(trainer)
+    return data
+
+
+def measure(trainer, floors: Floors, warmup: int, steps: int) -> tuple[dict, dict]:
+    """``warmup + steps`` steps with the floors beside each stage: the medians over the last ``steps`` of our own
+    time per stage (the floors' time taken out) and of each floor's."""
     ours: dict[str, list[float]] = {}
-    for i in range(args.warmup + args.steps):
+    for i in range(warmup + steps):
         m = trainer.train_step()
         trainer.step += 1
-        if i < args.warmup:
+        if i < warmup:
             floors.clear()
             continue
         walls = {k: v[-1] for k, v in floors.wall.items()}
@@ -375,10 +381,15 @@ def main(argv=None) -> dict:
                 stage = k[5:]
                 floor_wall = sum(walls.values()) if stage == "step" else walls.get(stage, 0.0)
                 ours.setdefault(stage, []).append(v - floor_wall)
-    world = trainer.world
     # each rank's medians; the report is rank 0's (every rank runs the same number of steps)
-    med = {k: statistics.median(v) for k, v in ours.items()}
-    floor = {k: statistics.median(v) for k, v in floors.times.items()}
+    return ({k: statistics.median(v) for k, v in ours.items()},
+            {k: statistics.median(v) for k, v in floors.times.items()})
+
+
+def table(args, world: int, floors: Floors, med: dict, floor: dict) -> tuple[list[str], list[str], float, str, str]:
+    """The report's lines, the stages over target, the whole step over the sum of the floors, the engine and pair."""
+    import torch
+
     rows = []
     for stage in ("rollout", "verify", "old_logprobs", "teacher", "advantages", "update", "sync"):
         f = floor.get(stage)
@@ -402,11 +413,24 @@ def main(argv=None) -> dict:
     lines.append(f"| whole step | {med['step']:.4f} | {floor_sum:.4f} (sum) | {step_ratio:.2f}x | "
                  f"{'met' if step_ratio <= STEP_TARGET else 'missed'} |")
     missed = [stage for stage, _, _, r in rows if r is not None and r > STAGE_TARGET]
+    return lines, missed, step_ratio, engine, pair
+
+
+def main(argv=None) -> dict:
+    from uniopd_mm.metrics import write_report
+    from uniopd_mm.trainer import Trainer
+
+    args = parse_args(argv)
+    data = prepare(args, int(os.environ.get("RANK", "0")))
+    trainer = Trainer(config(args, data, args.out / "run"))
+    floors = Floors(trainer)
+    med, floor = measure(trainer, floors, args.warmup, args.steps)
+    lines, missed, step_ratio, engine, pair = table(args, trainer.world, floors, med, floor)
     if missed:  # where the time goes in the stages over target: one more step of ours alone, profiled
         floors.enabled = False
         lines += ["", "Where the time goes in the stages over target (cProfile of one more step, ours alone; the "
                       "functions with the most time of their own):", ""] + profile_stages(trainer, missed)
-    report = {"pair": pair, "engine": engine, "world": world, "ours_s": med, "floor_s": floor,
+    report = {"pair": pair, "engine": engine, "world": trainer.world, "ours_s": med, "floor_s": floor,
               "step_over_floor_sum": step_ratio, "same_tokens": floors.same_tokens,
               "args": {k: str(v) for k, v in vars(args).items()}}
     if trainer.is_main:

@@ -159,6 +159,12 @@ def record(name: str, seed: int, rows: list[dict], start: float) -> dict:
             "inversion": mean([r.get("margin/inversion_rate") for r in train if r.get("margin/mixed_groups")])}
 
 
+def runs_no_teacher(name: str) -> bool:
+    """GRPO and the constant control run no teacher: their reverse KL is not measured (runs before 2026-12-06 logged
+    a 0 for it)."""
+    return any(o in (ROWS.get(name) or []) for o in ("algo.advantage=grpo", "algo.advantage=constant"))
+
+
 def render(payload: dict) -> list[str]:
     info, s = payload["info"], payload["settings"]
     teacher, student = info["teacher"]["accuracy"], info["student_before"]["accuracy"]
@@ -179,7 +185,8 @@ def render(payload: dict) -> list[str]:
             f"| {name} | {cell([r['acc'] for r in rs])} | {cell(gaps, '.2f')} | "
             f"{' / '.join(fmt(r['acc'], '.2f') for r in rs)} | {fmt(mean([r['truncated_first'] for r in rs]), '.2f')} / "
             f"{fmt(mean([r['truncated_last'] for r in rs]), '.2f')} | {fmt(mean([r['repeat_last'] for r in rs]), '.2f')} | "
-            f"{fmt(mean([r['reverse_kl_last'] for r in rs]))} | {cell([r['inversion'] for r in rs])} | "
+            f"{'-' if runs_no_teacher(name) else fmt(mean([r['reverse_kl_last'] for r in rs]))} | "
+            f"{cell([r['inversion'] for r in rs])} | "
             f"{cell([r['steps'] for r in rs], '.0f')} | {reach_cell([time_to(r['curve'], target) for r in rs])} |")
     return lines
 
