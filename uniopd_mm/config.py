@@ -218,6 +218,9 @@ PRESETS = {
                   "margin": {"shift": True, "mask": False, "mode": "mean", "direction": "correct_up", "delta": 0.0, "scope": "group"}},
 }
 
+# the advantages that read no teacher: the teacher stage is skipped and no teacher metric is logged
+TEACHERLESS_ADVANTAGES = ("grpo", "constant")
+
 
 @dataclass(kw_only=True)
 class AlgoConfig:
@@ -251,8 +254,13 @@ class AlgoConfig:
     entropy_coef: float = cfg(0.0, "entropy bonus coefficient", range=(0.0, None))
     logratio_threshold: float | None = cfg(10.0, "drop tokens with |log pi_theta - log pi_T| >= this (None: off)", range=(0.0, None))
 
+    @property
+    def runs_teacher(self) -> bool:
+        """False for the advantages that read no teacher (outcome-only GRPO, the constant control)."""
+        return self.advantage not in TEACHERLESS_ADVANTAGES
+
     def __post_init__(self):
-        if self.advantage in ("grpo", "constant") and (self.margin.shift or self.margin.mask):
+        if not self.runs_teacher and (self.margin.shift or self.margin.mask):
             raise ConfigError(f"algo.advantage: {self.advantage} uses no teacher, so there is no teacher margin to "
                               "calibrate: turn off algo.margin.shift / algo.margin.mask (or use preset opd)")
         # NOTE: the distribution losses match the teacher's distribution token by token and never read the

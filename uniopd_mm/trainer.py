@@ -266,7 +266,7 @@ class Trainer:
         """Stage 4: each rollout scored by its prompt's teacher; a cross-tokenizer teacher's chunk signal on every
         token of the chunk; no teacher call for outcome-only GRPO or the constant control (log ratio 0 everywhere)."""
         n = len(responses)
-        if self.cfg.algo.advantage in ("grpo", "constant"):
+        if not self.cfg.algo.runs_teacher:
             return TeacherScores(old_logprobs.clone(), torch.zeros(n, dtype=torch.bool), [None] * n,
                                  token_mask=torch.ones_like(old_logprobs))
         scores = self.score_by_teacher(rollouts.samples, responses, rollouts.routes, old_logprobs.shape[1])
@@ -292,7 +292,7 @@ class Trainer:
                                                         rollouts.group_ids, teacher_ids, scored * (1 - ratio_keep))
         sums = rollout_sums(ro, old_logprobs, teacher_logprobs, response_mask, loss_mask, ok, outcomes, ratio_keep)
         metrics.update(step_metrics(sums, self.engine.all_reduce, with_mismatch=not self.cfg.rollout.reuse_logprobs,
-                                    with_teacher=self.cfg.algo.advantage not in ("grpo", "constant")))
+                                    with_teacher=self.cfg.algo.runs_teacher))
         metrics.update(per_teacher_metrics(names, rollouts.routes, old_logprobs, teacher_logprobs, loss_mask, ok,
                                            self.engine.all_reduce))
         return advantages, loss_mask, metrics

@@ -162,7 +162,9 @@ def record(name: str, seed: int, rows: list[dict], start: float) -> dict:
 def runs_no_teacher(name: str) -> bool:
     """GRPO and the constant control run no teacher: their reverse KL is not measured (runs before 2026-12-06 logged
     a 0 for it)."""
-    return any(o in (ROWS.get(name) or []) for o in ("algo.advantage=grpo", "algo.advantage=constant"))
+    from uniopd_mm.config import TEACHERLESS_ADVANTAGES
+
+    return any(f"algo.advantage={a}" in (ROWS.get(name) or []) for a in TEACHERLESS_ADVANTAGES)
 
 
 def render(payload: dict) -> list[str]:
