@@ -48,10 +48,11 @@ def test_report_gap_closed_and_time_to_target_by_hand():
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1].startswith("0.350 ± ") and cells[2].startswith("0.62 ± ") and cells[3] == "0.40 / 0.30"
     assert cells[4] == "1.00 / 0.25" and cells[-1] == "30 (1/2 seeds)" and cells[6] == "0.500"
-    # GRPO runs no teacher: its reverse KL is not shown, whatever an older run logged for it
-    payload["results"] = [{**run, "row": "grpo", "seed": 0, "acc": 0.1, "curve": [[0, 0.1], [60, 0.1]]}]
+    # GRPO runs no teacher: its reverse KL and inversion rate are not shown, whatever an older run logged
+    payload["results"] = [{**run, "row": "grpo", "seed": 0, "acc": 0.1, "curve": [[0, 0.1], [60, 0.1]],
+                           "inversion": 0.0}]
     (row,) = [line for line in render(payload) if line.startswith("| grpo |")]
-    assert [c.strip() for c in row.strip("|").split("|")][6] == "-"
+    assert [c.strip() for c in row.strip("|").split("|")][6:8] == ["-", "-"]
 
 
 @pytest.mark.slow

@@ -288,6 +288,10 @@ def test_outcome_baselines_use_the_verifier_reward(tiny_dir, synth_dir, tmp_path
         assert calls
         assert torch.allclose(seen["advantages"], opd + 2.0 * outcome[:, None] * seen["mask"], atol=1e-6)
     assert outcome.abs().sum() > 0  # some group had both outcomes, so the check above had something to compare
+    row = read_metrics(tmp_path / advantage / "metrics.jsonl")[-1]
+    assert row["margin/mixed_groups"] == 6  # each of the 6 prompts' 4 outcomes: True, False, False, unknown
+    # the order of the teacher's guidance is measured only where a teacher ran
+    assert ("margin/inversion_rate" in row) == (advantage == "opd+outcome")
 
 
 @pytest.mark.parametrize("advantage", ["grpo", "constant"])

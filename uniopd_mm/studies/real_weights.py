@@ -89,6 +89,7 @@ def make_teacher(args, common: dict) -> Path:
 OPD = ["algo.preset=opd"]
 NO_MASK = ["algo.logratio_threshold=null"]
 TEACHER_SHARE = ["rollout.teacher_share=1", "rollout.reuse_logprobs=false"]
+TEACHER_HALF = ["rollout.teacher_share=2", "rollout.reuse_logprobs=false"]
 SEQKD = "sft on teacher answers"
 ROWS = {
     "opd": OPD,
@@ -97,6 +98,7 @@ ROWS = {
     # mixed-policy: 1 of each prompt's 4 samples is the teacher's, so the sampled-token reward also reaches tokens the
     # student does not sample yet (the stop clause)
     "opd (mask off; 1 of 4 samples from the teacher)": OPD + NO_MASK + TEACHER_SHARE,
+    "opd (mask off; 2 of 4 samples from the teacher)": OPD + NO_MASK + TEACHER_HALF,
     "uni-opd text preset (mask off)": ["algo.preset=uniopd_text"] + NO_MASK,
     "uni-opd mm preset (mask off)": ["algo.preset=uniopd_mm"] + NO_MASK,
     "uni-opd mm preset (mask off; 1 of 4 from the teacher)": ["algo.preset=uniopd_mm"] + NO_MASK + TEACHER_SHARE,
@@ -160,8 +162,8 @@ def record(name: str, seed: int, rows: list[dict], start: float) -> dict:
 
 
 def runs_no_teacher(name: str) -> bool:
-    """GRPO and the constant control run no teacher: their reverse KL is not measured (runs before 2026-12-06 logged
-    a 0 for it)."""
+    """GRPO and the constant control run no teacher: their reverse KL and inversion rate are not measured (runs
+    before 2026-12-06 logged a 0 for each)."""
     from uniopd_mm.config import TEACHERLESS_ADVANTAGES
 
     return any(f"algo.advantage={a}" in (ROWS.get(name) or []) for a in TEACHERLESS_ADVANTAGES)
@@ -188,7 +190,7 @@ def render(payload: dict) -> list[str]:
             f"{' / '.join(fmt(r['acc'], '.2f') for r in rs)} | {fmt(mean([r['truncated_first'] for r in rs]), '.2f')} / "
             f"{fmt(mean([r['truncated_last'] for r in rs]), '.2f')} | {fmt(mean([r['repeat_last'] for r in rs]), '.2f')} | "
             f"{'-' if runs_no_teacher(name) else fmt(mean([r['reverse_kl_last'] for r in rs]))} | "
-            f"{cell([r['inversion'] for r in rs])} | "
+            f"{'-' if runs_no_teacher(name) else cell([r['inversion'] for r in rs])} | "
             f"{cell([r['steps'] for r in rs], '.0f')} | {reach_cell([time_to(r['curve'], target) for r in rs])} |")
     return lines
 
