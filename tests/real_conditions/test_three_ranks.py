@@ -3,7 +3,8 @@ step (3 + 2 + 2), one record rejected on one rank only (its prompt is over max_p
 ranks (one eval shard empty). The old rollout ran ZeRO-3's hooks in every decoding step, so ranks with different
 numbers of generate calls died in step 1 ("collective mismatch" under gloo; a hang under NCCL). The run must finish
 and equal one process: the same prompts drawn each step, the same rejected record, the same greedy evaluation of
-the starting weights.
+the starting weights. The teacher samples one of each prompt's two responses (``rollout.teacher_share``): its
+generate runs on each rank's own shard (2 or 3 prompts), never in step with the others.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def run(tiny_dir, data, out, tmp_path, procs: int) -> subprocess.CompletedProces
     cfg = asdict(tiny_config(tiny_dir, data, out, overrides=[
         "train.steps=2", "train.prompts_per_step=7", "train.micro_batch_size=4", "train.eval_every=1",
         "train.save_every=0", "train.collective_timeout_s=60", "rollout.n=2", "rollout.batch_size=3",
+        "rollout.teacher_share=1", "rollout.reuse_logprobs=false",
         "student.processor.max_prompt_tokens=256", "teacher.processor.max_prompt_tokens=256"]))
     cfg["train"].update(engine="deepspeed", zero_stage=3)
     path = tmp_path / f"cfg{procs}.yaml"
@@ -78,3 +80,8 @@ def test_three_ranks_with_uneven_shards_finish_and_equal_one_process(tiny_dir, s
     # greedy, the same starting weights: the same answers, whichever rank had which record (one had none)
     assert rows3[0]["eval/accuracy"] == rows1[0]["eval/accuracy"] and rows3[0]["eval/rejected"] == 0
     assert all(r["train/grad_norm"] > 0 for r in rows3[1:])
+    # one teacher sample per prompt trained on, summed over the ranks: 7 a step, 6 in the step whose draw held the
+    # rejected record (it is not replaced)
+    trained = [7 - ("too-long" in ids) for ids in state1["seen_ids"]]
+    assert sorted(trained) == [6, 7]
+    assert [r["rollout/teacher_samples"] for r in rows3[1:]] == trained == [r["rollout/teacher_samples"] for r in rows1[1:]]
