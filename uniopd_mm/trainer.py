@@ -290,8 +290,6 @@ class Trainer:
         teacher_ids = torch.tensor([names.index(r) for r in rollouts.routes]) if len(names) > 1 else None
         advantages, loss_mask, metrics = self.calibrate(teacher_logprobs, old_logprobs, scored * ratio_keep, correct,
                                                         rollouts.group_ids, teacher_ids, scored * (1 - ratio_keep))
-        if not self.cfg.algo.runs_teacher:  # no teacher's guidance to order: only the groups' outcomes are measured
-            metrics = {k: v for k, v in metrics.items() if not k.startswith("margin/") or k == "margin/mixed_groups"}
         sums = rollout_sums(ro, old_logprobs, teacher_logprobs, response_mask, loss_mask, ok, outcomes, ratio_keep)
         metrics.update(step_metrics(sums, self.engine.all_reduce, with_mismatch=not self.cfg.rollout.reuse_logprobs,
                                     with_teacher=self.cfg.algo.runs_teacher))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..config import TEACHERLESS_ADVANTAGES
 from .balance import online_balance_keep
 from .margin import greedy_margin_mask, margin_shift, order_consistency, shift_dropped_tokens, trajectory_returns
 from .opd import opd_advantages
@@ -38,7 +39,10 @@ def compute_advantages(teacher_logprobs: torch.Tensor, old_logprobs: torch.Tenso
         correct = torch.where(keep > 0, correct, torch.full_like(correct, -1))
     advantages = opd_advantages(teacher_logprobs, old_logprobs, loss_mask)
     returns = trajectory_returns(advantages, loss_mask)
-    metrics.update({f"margin/{k}": v for k, v in order_consistency(returns, correct, group_ids).items()})
+    consistency = order_consistency(returns, correct, group_ids)
+    if algo.advantage in TEACHERLESS_ADVANTAGES:  # no teacher ran: no guidance to order, only the outcomes' groups
+        consistency = {"mixed_groups": consistency["mixed_groups"]}
+    metrics.update({f"margin/{k}": v for k, v in consistency.items()})
     if teacher_ids is not None:
         for k, name in enumerate(teacher_names or []):
             rows = teacher_ids == k
